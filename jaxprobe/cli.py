@@ -1,0 +1,96 @@
+"""The ``jaxprobe`` command. Thin: parse arguments, load the config, call a stage, print its result.
+
+User mistakes (``JaxprobeError``) end with exit code 2 and one clear message; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from jaxprobe.errors import JaxprobeError
+
+DEMO_CONFIG = "demo"
+
+
+def cmd_data_build(args: argparse.Namespace) -> None:
+    from jaxprobe import data
+
+    summary = data.build(args.name, args.manual_dir, args.data_dir, args.config)
+    print(summary.table())
+
+
+def cmd_data_info(args: argparse.Namespace) -> None:
+    from jaxprobe import data
+
+    summary = data.info(args.name, args.data_dir, args.config)
+    print(json.dumps(summary.to_json(), indent=1) if args.json else summary.table())
+
+
+def cmd_data_list(args: argparse.Namespace) -> None:
+    from jaxprobe import data
+
+    for name, cls in data.DATASETS.items():
+        configs = ", ".join(c.name for c in cls.BUILDER_CONFIGS) or "-"
+        first_line = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:18s} {first_line}\n{'':18s} configs: {configs}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from jaxprobe import pipeline
+    from jaxprobe.config import load_config
+
+    overrides = list(args.set) + ([f"workdir={args.workdir}"] if args.workdir else [])
+    config = load_config(DEMO_CONFIG, overrides)
+    prepared = pipeline.prepare_data(config)
+    print(prepared.summary.table())
+    print(f"\n{config.split.strategy} split (seed {config.split.seed}):")
+    print(prepared.split_table())
+    print(f"\nsplit written to {Path(config.workdir) / pipeline.SPLIT_FILE}")
+
+
+def _add_data_commands(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="build, inspect and list datasets").add_subparsers(
+        dest="data_command", required=True)
+    build = data.add_parser("build", help="prepare a dataset as array_record files (rerun resumes)")
+    info = data.add_parser("info", help="split x class counts of a built dataset")
+    for sub in (build, info):
+        sub.add_argument("name", help="dataset name (see `jaxprobe data list`)")
+        sub.add_argument("--config", help="builder config, e.g. small (synthetic_lesions), breastmnist_224 (medmnist)")
+        sub.add_argument("--data-dir", help="where prepared datasets live (default $JAXPROBE_DATA_DIR or "
+                                            "~/jaxprobe_datasets)")
+    build.add_argument("--manual-dir", help="folder holding the unpacked public download")
+    build.set_defaults(func=cmd_data_build)
+    info.add_argument("--json", action="store_true", help="print {split: {class: count}, groups, skipped} as JSON")
+    info.set_defaults(func=cmd_data_info)
+    data.add_parser("list", help="datasets and their configs").set_defaults(func=cmd_data_list)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxprobe", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(commands)
+    demo = commands.add_parser("demo", help="offline end-to-end demo on synthetic_lesions")
+    demo.add_argument("--workdir", help="work directory (default from configs/demo.py)")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except JaxprobeError as error:
+        if args.debug:
+            raise
+        print(f"jaxprobe: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Stages of a run, driven by a config; each reads only what the previous stage left on disk.
+
+Today the pipeline has one stage, ``prepare_data``: build the dataset and split it. Extraction, probing,
+scoring and the report join it as they land.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+import pandas as pd
+
+from jaxprobe import data
+from jaxprobe.data import splits
+
+SPLIT_FILE = "split.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedData:
+    summary: data.DatasetSummary
+    index: pd.DataFrame  # one row per sample: split (as built), id, label, group
+    assignment: dict[str, np.ndarray]  # train/val/test -> row indices into ``index``
+
+    def split_table(self) -> str:
+        """Images, patients and class counts per assigned split."""
+        rows = {}
+        for name, rows_idx in self.assignment.items():
+            part = self.index.iloc[rows_idx]
+            counts = part.label.value_counts().reindex(range(len(self.summary.class_names)), fill_value=0)
+            rows[name] = {"images": len(part), "groups": part.group.nunique(),
+                          **dict(zip(self.summary.class_names, counts.tolist(), strict=True))}
+        return pd.DataFrame(rows).T.to_string()
+
+
+def data_dir_of(config: ml_collections.ConfigDict) -> Path:
+    return Path(config.data.data_dir or Path(config.workdir) / "datasets")
+
+
+def prepare_data(config: ml_collections.ConfigDict) -> PreparedData:
+    """Build (or reuse) the dataset, split it as configured, and record the split in the work directory."""
+    splits.check_strategy(config.split.strategy, config.split.val_fraction, config.split.test_fraction)
+    summary = data.build(config.data.name, config.data.manual_dir, data_dir_of(config), config.data.config)
+    index = data.read_index(data.prepared_builder(config.data.name, data_dir_of(config), config.data.config))
+    assignment = splits.make_split(
+        index, config.split.strategy, config.split.val_fraction, config.split.test_fraction, config.split.seed
+    )
+    workdir = Path(config.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    record = {name: index.id.iloc[rows].tolist() for name, rows in assignment.items()}
+    (workdir / SPLIT_FILE).write_text(json.dumps({"strategy": config.split.strategy, "ids": record}, indent=1))
+    return PreparedData(summary, index, assignment)
