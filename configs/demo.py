@@ -18,4 +18,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.split.val_fraction = 0.1
     config.split.test_fraction = 0.2
     config.split.seed = 0
+
+    config.probe = ml_collections.ConfigDict()
+    config.probe.kinds = ("ridge", "logistic")
+    config.probe.ridge_lambdas = tuple(10.0 ** k for k in range(4, -3, -1))
+    config.probe.logistic_lambdas = tuple(10.0 ** k for k in range(0, -6, -1))
+    config.probe.folds = 5
+    config.probe.grouped_folds = True  # patient-grouped folds: no patient on both sides of a fold
+    config.probe.seed = 0
+    config.probe.control_task = True
+    config.probe.permutations = 20
+    config.probe.bootstrap = 1000
+    config.probe.ci_level = 0.95
+    config.probe.max_iter = 500
     return config

@@ -51,6 +51,17 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"\nsplit written to {Path(config.workdir) / pipeline.SPLIT_FILE}")
 
 
+def cmd_probe(args: argparse.Namespace) -> None:
+    from jaxprobe.config import load_config
+    from jaxprobe.probes.run import PROBES_FILE, run_probes, settings_from_config
+
+    config = load_config(args.config, args.set)
+    rows = run_probes(args.workdir, settings_from_config(config.probe))
+    chosen = rows[rows.selected].pivot_table(index="site", columns="kind", values="accuracy", sort=False)
+    print(chosen.round(3).to_string())
+    print(f"\n{len(rows)} probe rows written to {Path(args.workdir) / PROBES_FILE}")
+
+
 def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="build, inspect and list datasets").add_subparsers(
         dest="data_command", required=True)
@@ -77,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", help="work directory (default from configs/demo.py)")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     demo.set_defaults(func=cmd_demo)
+    probe = commands.add_parser("probe", help="train and evaluate probes on a work directory's features")
+    probe.add_argument("workdir", help="work directory holding features/ (written by extraction)")
+    probe.add_argument("--config", default=DEMO_CONFIG, help="config whose `probe` section to use")
+    probe.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    probe.set_defaults(func=cmd_probe)
     return parser
 
 

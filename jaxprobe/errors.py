@@ -19,3 +19,7 @@ class CheckpointError(JaxprobeError):
 
 class ConfigError(JaxprobeError):
     """A config file or a ``--set`` override is invalid."""
+
+
+class FeatureError(JaxprobeError):
+    """Features are missing, incomplete, non-finite, or unusable for probing (e.g. a single-class split)."""

@@ -1,0 +1,147 @@
+"""The FeatureStore: one vector per site per image, on disk, readable with numpy alone.
+
+Layout of ``<workdir>/features/``::
+
+    meta.json          {"format": 1, "num_samples": N, "class_names": [...], "sites": {site: {"dim": D,
+                        "dtype": "float32"}}, "fingerprint": "...", "rows_done": n}
+    index.parquet      one row per sample: row, id, label, split, group (+ answer_pred, answer_prob when present)
+    <site>.npy         [N, D] array per site (plain ``.npy``, open with ``np.load(path, mmap_mode="r")``)
+
+Rows are written in chunks into preallocated ``.npy`` memmaps and ``rows_done`` advances only after a chunk is
+flushed, so a killed writer resumes at the first unfinished chunk and ends with exactly the same arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from jaxprobe.errors import ConfigError, FeatureError
+
+FORMAT_VERSION = 1
+META_FILE = "meta.json"
+INDEX_FILE = "index.parquet"
+INDEX_COLUMNS = ("row", "id", "label", "split", "group")
+
+
+def site_file(site: str) -> str:
+    """Site names are dotted (``llm.layer_03.last_token``); they are also safe file names."""
+    return f"{site}.npy"
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(payload, indent=1))
+    os.replace(temporary, path)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureStore:
+    """Read access to a complete feature store."""
+
+    path: Path
+    meta: dict
+    index: pd.DataFrame
+
+    @classmethod
+    def open(cls, path: str | Path) -> FeatureStore:
+        path = Path(path)
+        if not (path / META_FILE).is_file():
+            raise FeatureError(f"no feature store at {path} (no {META_FILE}); run `jaxprobe extract` first")
+        meta = json.loads((path / META_FILE).read_text())
+        if meta["rows_done"] < meta["num_samples"]:
+            raise FeatureError(f"feature store {path} is incomplete ({meta['rows_done']}/{meta['num_samples']} "
+                                    "rows); rerun `jaxprobe extract` with the same config to finish it")
+        return cls(path, meta, pd.read_parquet(path / INDEX_FILE))
+
+    @property
+    def sites(self) -> list[str]:
+        return list(self.meta["sites"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    def load(self, site: str) -> np.ndarray:
+        """[N, D] features of one site, memory-mapped (nothing is read until used)."""
+        if site not in self.meta["sites"]:
+            raise FeatureError(f"site {site!r} is not in {self.path}; sites: {self.sites[:6]}...")
+        return np.load(self.path / site_file(site), mmap_mode="r")
+
+    def sites_by_width(self, sites: Sequence[str] | None = None) -> dict[int, list[str]]:
+        """Group sites by feature width, so each group stacks into one [S, N, D] array."""
+        groups: dict[int, list[str]] = {}
+        for site in sites or self.sites:
+            groups.setdefault(int(self.meta["sites"][site]["dim"]), []).append(site)
+        return groups
+
+    def stack(self, sites: Sequence[str], dtype=np.float32) -> np.ndarray:
+        """[S, N, D] stack of equal-width sites."""
+        return np.stack([np.asarray(self.load(site), dtype=dtype) for site in sites])
+
+
+class FeatureStoreWriter:
+    """Chunked, resumable writer; a store written for another fingerprint is refused, never mixed into."""
+
+    def __init__(self, path: str | Path, index: pd.DataFrame, class_names: Sequence[str],
+                 site_dims: Mapping[str, int], fingerprint: str, dtype: str = "float32") -> None:
+        self.path = Path(path)
+        missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+        if missing:
+            raise ValueError(f"index lacks columns {missing}")
+        meta = {"format": FORMAT_VERSION, "num_samples": len(index), "class_names": list(class_names),
+                "sites": {s: {"dim": int(d), "dtype": dtype} for s, d in site_dims.items()},
+                "fingerprint": fingerprint, "rows_done": 0}
+        self.meta = self._resume_or_create(meta, index)
+
+    def _resume_or_create(self, meta: dict, index: pd.DataFrame) -> dict:
+        meta_path = self.path / META_FILE
+        if meta_path.is_file():
+            old = json.loads(meta_path.read_text())
+            if old["fingerprint"] != meta["fingerprint"] or old["sites"] != meta["sites"]:
+                raise ConfigError(f"{self.path} holds features of another config (fingerprint {old['fingerprint']} "
+                                  f"vs {meta['fingerprint']}); use a new work directory or delete {self.path}")
+            return old
+        self.path.mkdir(parents=True, exist_ok=True)
+        index.to_parquet(self.path / INDEX_FILE, index=False)
+        for site, spec in meta["sites"].items():
+            np.lib.format.open_memmap(self.path / site_file(site), mode="w+", dtype=spec["dtype"],
+                                      shape=(meta["num_samples"], spec["dim"])).flush()
+        _write_json_atomic(meta_path, meta)
+        return meta
+
+    @property
+    def rows_done(self) -> int:
+        return int(self.meta["rows_done"])
+
+    def write_chunk(self, start: int, features: Mapping[str, np.ndarray], answers: pd.DataFrame | None = None) -> None:
+        """Write rows ``start:start+n`` of every site, then advance ``rows_done`` (the commit point)."""
+        if start != self.rows_done:
+            raise ValueError(f"chunks must be written in order: expected row {self.rows_done}, got {start}")
+        count = len(next(iter(features.values())))
+        for site in self.meta["sites"]:
+            values = np.asarray(features[site])
+            if not np.isfinite(values).all():
+                bad = np.flatnonzero(~np.isfinite(values).all(axis=1)) + start
+                raise FeatureError(f"site {site} produced NaN/inf features for rows {bad[:10].tolist()}")
+            array = np.load(self.path / site_file(site), mmap_mode="r+")
+            array[start:start + count] = values
+            array.flush()
+        if answers is not None:
+            self._write_answers(start, answers)
+        self.meta["rows_done"] = start + count
+        _write_json_atomic(self.path / META_FILE, self.meta)
+
+    def _write_answers(self, start: int, answers: pd.DataFrame) -> None:
+        index = pd.read_parquet(self.path / INDEX_FILE)
+        for column in answers.columns:
+            if column not in index:
+                index[column] = np.nan
+            index.loc[start:start + len(answers) - 1, column] = answers[column].to_numpy()
+        index.to_parquet(self.path / INDEX_FILE, index=False)

@@ -1,0 +1,1 @@
+"""Probe trainers that know nothing about models: arrays in, metrics out."""

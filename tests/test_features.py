@@ -1,0 +1,74 @@
+"""FeatureStore: numpy-readable layout, chunked resumable writes, refusal to mix configs, and `jaxprobe probe`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxprobe.cli import main
+from jaxprobe.errors import ConfigError, FeatureError
+from jaxprobe.features import FeatureStore, FeatureStoreWriter
+
+
+def _index(n: int = 60, classes: int = 2) -> pd.DataFrame:
+    split = np.where(np.arange(n) % 4 == 0, "test", "train")
+    return pd.DataFrame({"row": np.arange(n), "id": [f"img{i}" for i in range(n)], "label": np.arange(n) % classes,
+                         "split": split, "group": [f"p{i // 2}" for i in range(n)]})
+
+
+def _features(index: pd.DataFrame, rng) -> dict[str, np.ndarray]:
+    labels = index.label.to_numpy()
+    return {"vision.layer_00": (rng.normal(size=(len(index), 8)) + 2.0 * labels[:, None]).astype(np.float32),
+            "llm.layer_00.last_token": rng.normal(size=(len(index), 16)).astype(np.float32)}
+
+
+def _write(path, index, features, fingerprint="abc", stop_after=None, chunk=16):
+    writer = FeatureStoreWriter(path, index, ["a", "b"], {k: v.shape[1] for k, v in features.items()}, fingerprint)
+    for start in range(writer.rows_done, len(index), chunk):
+        if stop_after is not None and start >= stop_after:
+            return writer
+        writer.write_chunk(start, {k: v[start:start + chunk] for k, v in features.items()})
+    return writer
+
+
+def test_store_is_plain_numpy_and_resumes_exactly(tmp_path):
+    index, features = _index(), _features(_index(), np.random.default_rng(0))
+    _write(tmp_path / "a", index, features, stop_after=32)  # killed after two chunks
+    with pytest.raises(FeatureError, match="incomplete"):
+        FeatureStore.open(tmp_path / "a")
+    assert _write(tmp_path / "a", index, features).rows_done == len(index)  # rerun continues at row 32
+    _write(tmp_path / "b", index, features)  # uninterrupted
+    for site, values in features.items():
+        resumed = np.load(tmp_path / "a" / f"{site}.npy")
+        np.testing.assert_array_equal(resumed, np.load(tmp_path / "b" / f"{site}.npy"))
+        np.testing.assert_array_equal(resumed, values)
+    meta = json.loads((tmp_path / "a" / "meta.json").read_text())
+    assert meta["sites"]["vision.layer_00"]["dim"] == 8
+    store = FeatureStore.open(tmp_path / "a")
+    assert store.sites_by_width() == {8: ["vision.layer_00"], 16: ["llm.layer_00.last_token"]}
+    assert store.index.id.tolist() == index.id.tolist()
+
+
+def test_store_refuses_another_config_and_nan(tmp_path):
+    index, features = _index(), _features(_index(), np.random.default_rng(0))
+    _write(tmp_path / "s", index, features, stop_after=16)
+    with pytest.raises(ConfigError, match="another config"):
+        _write(tmp_path / "s", index, features, fingerprint="other")
+    features["vision.layer_00"][20, 1] = np.inf
+    with pytest.raises(FeatureError, match=r"vision.layer_00 produced NaN/inf features for rows \[20\]"):
+        _write(tmp_path / "s", index, features)
+
+
+def test_probe_command_writes_parquet(tmp_path, capsys):
+    index, features = _index(80), _features(_index(80), np.random.default_rng(1))
+    _write(tmp_path / "features", index, features)
+    overrides = ["probe.folds=3", "probe.permutations=4", "probe.bootstrap=50", "probe.kinds=('ridge',)"]
+    assert main(["probe", str(tmp_path), *[arg for o in overrides for arg in ("--set", o)]]) == 0
+    rows = pd.read_parquet(tmp_path / "probes.parquet")
+    chosen = rows[rows.selected].set_index("site")
+    assert set(chosen.index) == set(features) and chosen.loc["vision.layer_00", "accuracy"] > 0.9
+    assert chosen.loc["llm.layer_00.last_token", "accuracy"] < 0.8  # pure noise stays near chance
+    assert "vision.layer_00" in capsys.readouterr().out
