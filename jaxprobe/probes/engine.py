@@ -88,9 +88,9 @@ def _metric_rows(task: ProbeTask, kind: str, lambdas: np.ndarray, scores: np.nda
     return frame
 
 
-def cross_validate(task: ProbeTask, kind: str, settings: ProbeSettings, mesh: Mesh | None) -> pd.DataFrame:
-    """Validation metrics for every site x lambda x fold of k-fold on the training rows."""
-    lambdas = settings.lambdas(kind)
+def cross_validate(task: ProbeTask, settings: ProbeSettings, mesh: Mesh | None) -> pd.DataFrame:
+    """Validation metrics for every kind x site x lambda x fold of k-fold on the training rows."""
+    grids = {kind: settings.lambdas(kind) for kind in settings.kinds}
     train_labels = task.labels[task.train]
     groups = task.groups[task.train] if settings.grouped_folds else None
     folds = kfold(train_labels, settings.folds, settings.seed, groups)
@@ -99,8 +99,10 @@ def cross_validate(task: ProbeTask, kind: str, settings: ProbeSettings, mesh: Me
     for number, (fit, held) in enumerate(folds):
         x_fit, y_fit, mask = _pad_rows(task.features, task.labels, task.train[fit], fit_size)
         x_val = task.features[:, task.train[held]]
-        scores = fit_eval(kind, x_fit, y_fit[None], mask, x_val, lambdas, task.num_classes, mesh, settings.max_iter)
-        frames.append(_metric_rows(task, kind, lambdas, scores[:, 0], task.labels[task.train[held]], "val", number))
+        scores = fit_eval(grids, x_fit, y_fit[None], mask, x_val, task.num_classes, mesh, settings.max_iter)
+        for kind, grid in grids.items():
+            frames.append(_metric_rows(task, kind, grid, scores[kind][:, 0], task.labels[task.train[held]], "val",
+                                       number))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -125,8 +127,8 @@ def _control_columns(task: ProbeTask, kind: str, settings: ProbeSettings, select
     columns = {"control_accuracy": np.full(len(task.sites), np.nan), "perm_p": np.full(len(task.sites), np.nan)}
     if label_sets:
         x_fit, x_test = task.features[:, task.train], task.features[:, task.test]
-        scores = fit_eval(kind, x_fit, np.stack(label_sets), np.ones(len(task.train), np.float32), x_test,
-                          selected[:, None], task.num_classes, mesh, settings.max_iter)[:, :, 0]  # [S, K, M, C]
+        scores = fit_eval({kind: selected[:, None]}, x_fit, np.stack(label_sets), np.ones(len(task.train)), x_test,
+                          task.num_classes, mesh, settings.max_iter)[kind][:, :, 0]  # [S, K, M, C]
         predictions = scores.argmax(-1)
         if settings.control_task:
             columns["control_accuracy"] = (predictions[:, 0] == control[task.test]).mean(-1)
@@ -139,32 +141,32 @@ def _control_columns(task: ProbeTask, kind: str, settings: ProbeSettings, select
     return columns
 
 
-def evaluate_on_test(task: ProbeTask, kind: str, settings: ProbeSettings, selected: np.ndarray,
+def evaluate_on_test(task: ProbeTask, settings: ProbeSettings, selected: dict[str, np.ndarray],
                      mesh: Mesh | None) -> pd.DataFrame:
     """Refit every lambda on all training rows, score the test rows, and add controls to the selected rows."""
-    lambdas = settings.lambdas(kind)
+    grids = {kind: settings.lambdas(kind) for kind in settings.kinds}
     x_fit, x_test = task.features[:, task.train], task.features[:, task.test]
-    train_mask = np.ones(len(task.train), np.float32)
-    scores = fit_eval(kind, x_fit, task.labels[task.train][None], train_mask, x_test, lambdas, task.num_classes,
-                      mesh, settings.max_iter)[:, 0]  # [S, L, M, C]
-    rows = _metric_rows(task, kind, lambdas, scores, task.labels[task.test], "test", -1)
-    chosen = np.array([np.flatnonzero(lambdas == lam)[0] for lam in selected])
-    selected_scores = scores[np.arange(len(task.sites)), chosen]
-    rows["selected"] = rows["lam"].to_numpy() == np.repeat(selected, len(lambdas))
-    extra = _control_columns(task, kind, settings, selected, selected_scores, mesh)
-    for name, values in extra.items():
-        rows[name] = np.nan
-        rows.loc[rows["selected"], name] = values
-    return rows
+    all_scores = fit_eval(grids, x_fit, task.labels[task.train][None], np.ones(len(task.train)), x_test,
+                          task.num_classes, mesh, settings.max_iter)
+    frames = []
+    for kind, lambdas in grids.items():
+        scores = all_scores[kind][:, 0]  # [S, L, M, C]
+        rows = _metric_rows(task, kind, lambdas, scores, task.labels[task.test], "test", -1)
+        chosen = np.array([np.flatnonzero(lambdas == lam)[0] for lam in selected[kind]])
+        rows["selected"] = rows["lam"].to_numpy() == np.repeat(selected[kind], len(lambdas))
+        selected_scores = scores[np.arange(len(task.sites)), chosen]
+        extra = _control_columns(task, kind, settings, selected[kind], selected_scores, mesh)
+        for name, values in extra.items():
+            rows[name] = np.nan
+            rows.loc[rows["selected"], name] = values
+        frames.append(rows)
+    return pd.concat(frames, ignore_index=True)
 
 
 def probe_task(task: ProbeTask, settings: ProbeSettings, mesh: Mesh | None = None) -> pd.DataFrame:
     """All rows (validation folds and test) for every kind in ``settings`` over one equal-width stack."""
     check_task(task)
-    frames = []
-    for kind in settings.kinds:
-        validation = cross_validate(task, kind, settings, mesh)
-        validation["selected"] = False
-        selected = select_lambdas(validation, task.sites)
-        frames += [validation, evaluate_on_test(task, kind, settings, selected, mesh)]
-    return pd.concat(frames, ignore_index=True)
+    validation = cross_validate(task, settings, mesh)
+    validation["selected"] = False
+    selected = {kind: select_lambdas(validation[validation.kind == kind], task.sites) for kind in settings.kinds}
+    return pd.concat([validation, evaluate_on_test(task, settings, selected, mesh)], ignore_index=True)

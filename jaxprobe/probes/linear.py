@@ -13,11 +13,14 @@ Objectives (n = number of training rows, intercepts never penalised):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from jaxprobe.probes import lbfgs
 
 # Eigenvalues below this fraction of the largest are treated as zero (the null space of centred data).
 RELATIVE_EIGEN_FLOOR = 1e-6
@@ -56,46 +59,50 @@ def ridge_path(z: jax.Array, s: jax.Array, y_onehot: jax.Array, mask: jax.Array,
     return jnp.einsum("mr,lr,rc->lmc", z_eval, shrink, projected) + y_mean
 
 
-def _logistic_objective(params: tuple[jax.Array, jax.Array], z, labels, weights, lam):
-    w, b = params
-    logits = z @ w + b
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    return (losses * weights).sum() / weights.sum() + 0.5 * lam * jnp.sum(w * w)
+@dataclasses.dataclass(frozen=True)
+class SoftmaxRegression:
+    """mean_i w_i CE(z_i W + b, y_i) / mean(w) + lambda/2 ||W||^2 with params [r + 1, C] (last row: b).
 
+    The logits are carried along, so a line search needs one product Z d for all its step sizes.
+    """
 
-def _lbfgs(objective, params, max_iter: int, tol: float):
-    """Minimise a smooth convex objective with optax L-BFGS until the gradient norm falls below ``tol``."""
-    solver = optax.lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(objective)
+    z: jax.Array
+    labels: jax.Array
+    weights: jax.Array
+    lam: jax.Array
 
-    def step(carry):
-        params, state = carry
-        value, grad = value_and_grad(params, state=state)
-        updates, state = solver.update(grad, state, params, value=value, grad=grad, value_fn=objective)
-        return optax.apply_updates(params, updates), state
+    def _value(self, params: jax.Array, logits: jax.Array) -> jax.Array:
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, self.labels)
+        return (losses * self.weights).sum() / self.weights.sum() + 0.5 * self.lam * jnp.sum(params[:-1] ** 2)
 
-    def keep_going(carry):
-        _, state = carry
-        count = optax.tree.get(state, "count")
-        grad = optax.tree.get(state, "grad")
-        return (count == 0) | ((count < max_iter) & (optax.tree.norm(grad) >= tol))
+    def aux_of(self, params: jax.Array) -> jax.Array:
+        return self.z @ params[:-1] + params[-1]
 
-    params, state = jax.lax.while_loop(keep_going, step, (params, solver.init(params)))
-    return params, optax.tree.get(state, "count")
+    def value_and_grad(self, params: jax.Array, logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+        residual = jax.nn.softmax(logits) - jax.nn.one_hot(self.labels, logits.shape[-1], dtype=logits.dtype)
+        residual = residual * (self.weights / self.weights.sum())[:, None]
+        grad = jnp.concatenate([self.z.T @ residual + self.lam * params[:-1], residual.sum(0, keepdims=True)])
+        return self._value(params, logits), grad
+
+    def along(self, params, logits, direction, steps):
+        delta = self.aux_of(direction)  # the logits' change per unit step
+        values = jax.vmap(lambda t: self._value(params + t * direction, logits + t * delta))(steps)
+        return values, delta
+
+    def moved(self, logits: jax.Array, delta: jax.Array, step: jax.Array) -> jax.Array:
+        return logits + step * delta
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "max_iter"))
 def logistic_path(z: jax.Array, labels: jax.Array, mask: jax.Array, lambdas: jax.Array, z_eval: jax.Array,
                   num_classes: int, max_iter: int = 500, tol: float = 1e-5):
-    """Fit along ``lambdas`` (largest first, each warm-started from the last); logits [L, M, C], objectives [L]."""
+    """Fit every lambda side by side (vmapped: one product with Z serves all of them); returns logits
+    [L, M, C] on ``z_eval``, objectives [L] and iteration counts [L]."""
     weights = mask.astype(z.dtype)
-    init = (jnp.zeros((z.shape[1], num_classes), z.dtype), jnp.zeros((num_classes,), z.dtype))
+    init = jnp.zeros((z.shape[1] + 1, num_classes), z.dtype)
 
-    def fit_one(params, lam):
-        objective = functools.partial(_logistic_objective, z=z, labels=labels, weights=weights, lam=lam)
-        params, iterations = _lbfgs(objective, params, max_iter, tol)
-        w, b = params
-        return params, (z_eval @ w + b, objective(params), iterations)
+    def fit_one(lam):
+        state = lbfgs.minimize(SoftmaxRegression(z, labels, weights, lam), init, max_iter, tol)
+        return z_eval @ state.params[:-1] + state.params[-1], state.value, state.count
 
-    _, (logits, objectives, iterations) = jax.lax.scan(fit_one, init, lambdas)
-    return logits, objectives, iterations
+    return jax.vmap(fit_one)(lambdas)
