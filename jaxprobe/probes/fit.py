@@ -22,8 +22,12 @@ LINEAR_KINDS = ("ridge", "logistic")
 def _site_scores(kinds: tuple[str, ...], x_fit, labels, mask, x_eval, lambdas, num_classes: int, max_iter: int):
     """Scores [K, L, M, C] per kind of one site for K label sets; one decomposition serves every kind."""
     x_fit, x_eval = linear.standardize(x_fit, mask, x_eval)
-    basis, eigenvalues = linear.span_basis(x_fit, mask)
-    z, z_eval = x_fit @ basis, x_eval @ basis
+    z, z_eval, eigenvalues = x_fit, x_eval, None
+    if "ridge" in kinds:  # the eigenbasis gives ridge every lambda in closed form; logistic shares it
+        basis, eigenvalues = linear.span_basis(x_fit, mask)
+        z, z_eval = x_fit @ basis, x_eval @ basis
+    elif x_fit.shape[0] < x_fit.shape[1]:  # logistic alone, N < D: any span coordinates do, Cholesky is cheapest
+        z, z_eval = linear.cholesky_span(x_fit, mask, x_eval)
     scores = []
     for kind, lams in zip(kinds, lambdas, strict=True):
         if kind == "ridge":

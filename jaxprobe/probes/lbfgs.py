@@ -100,7 +100,8 @@ def _step(problem: LineProblem, state: State) -> State:
 
 
 def minimize(problem: LineProblem, params: jax.Array, max_iter: int, tol: float) -> State:
-    """Minimise from ``params`` until |grad| < tol, progress stalls, or ``max_iter`` iterations."""
+    """Minimise from ``params`` until max |grad_i| < tol (scipy's and scikit-learn's ``gtol``), progress
+    stalls, or ``max_iter`` iterations."""
     aux = problem.aux_of(params)
     value, grad = problem.value_and_grad(params, aux)
     history = jnp.zeros((HISTORY, *params.shape), params.dtype)
@@ -109,7 +110,7 @@ def minimize(problem: LineProblem, params: jax.Array, max_iter: int, tol: float)
 
     def running(s: State) -> jax.Array:
         moving = (s.count == 0) | (s.progress > RELATIVE_PROGRESS)
-        return (s.count < max_iter) & (jnp.sqrt(_vdot(s.grad, s.grad)) >= tol) & moving
+        return (s.count < max_iter) & (jnp.max(jnp.abs(s.grad)) >= tol) & moving
 
     def body(s: State) -> State:
         stepped = _step(problem, s)

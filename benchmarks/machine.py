@@ -1,0 +1,47 @@
+"""What this machine can do at best: measured matmul peak (GFLOP/s) and memory bandwidth (GB/s).
+
+Benchmarks report achieved rates as fractions of these, measured in the same process as the workload.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MATMUL_SIZE = 2048
+BANDWIDTH_BYTES = 512 * 2**20
+REPEATS = 5
+
+
+def best_time(fn, *args) -> float:
+    """Fastest of ``REPEATS`` runs after one warm-up (compilation) run."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_peak_gflops(size: int = MATMUL_SIZE) -> float:
+    a = jnp.asarray(np.random.default_rng(0).normal(size=(size, size)), jnp.float32)
+    seconds = best_time(jax.jit(lambda x: x @ x), a)
+    return 2 * size**3 / seconds / 1e9
+
+
+def memory_bandwidth_gbs(num_bytes: int = BANDWIDTH_BYTES) -> float:
+    """Read + write of a large float32 array (x * 2), counted as 2 x size bytes moved."""
+    a = jnp.ones(num_bytes // 4, jnp.float32)
+    seconds = best_time(jax.jit(lambda x: x * 2.0), a)
+    return 2 * num_bytes / seconds / 1e9
+
+
+def describe() -> dict:
+    return {"machine": platform.machine(), "processor": platform.processor(), "devices": str(jax.devices()),
+            "jax": jax.__version__, "matmul_peak_gflops": round(matmul_peak_gflops(), 1),
+            "memory_bandwidth_gbs": round(memory_bandwidth_gbs(), 1)}
