@@ -1,0 +1,1 @@
+"""Feature Health Scores, failure-mode diagnosis and calibration from probe results (numpy/pandas only)."""
