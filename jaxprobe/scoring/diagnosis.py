@@ -26,12 +26,19 @@ class Thresholds:
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
+    """One failure mode's finding; plain Python types so it serialises to scores.json as is."""
+
     mode: str
     flagged: bool
     points: float  # size of the effect in accuracy points (signed where a direction matters)
     sites: tuple[str, ...]
     significant: bool | None  # None where there is no interval to compare
     evidence: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "flagged", bool(self.flagged))
+        object.__setattr__(self, "points", float(self.points))
+        object.__setattr__(self, "sites", tuple(str(site) for site in self.sites))
 
 
 def _row(curve: pd.DataFrame, module: str, which: int) -> pd.Series:
