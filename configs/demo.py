@@ -31,4 +31,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.probe.bootstrap = 1000
     config.probe.ci_level = 0.95
     config.probe.max_iter = 500
+
+    config.scoring = ml_collections.ConfigDict()
+    config.scoring.kind = "logistic"  # which probe kind's curve the scores and report are built from
+    config.scoring.fhs_lambda = 0.2  # PAPER.md's volatility weight
+    config.diagnosis = ml_collections.ConfigDict()
+    config.diagnosis.reference_accuracy = ml_collections.config_dict.placeholder(float)  # e.g. a CNN on this split
+    config.diagnosis.vision_min_accuracy = 0.75
+    config.diagnosis.vision_margin = 0.02
+    config.diagnosis.connector_drop = 0.02
+    config.diagnosis.llm_drop = 0.03
+    config.diagnosis.answer_gap = 0.03
     return config

@@ -62,6 +62,14 @@ def cmd_probe(args: argparse.Namespace) -> None:
     print(f"\n{len(rows)} probe rows written to {Path(args.workdir) / PROBES_FILE}")
 
 
+def cmd_score(args: argparse.Namespace) -> None:
+    from jaxprobe.config import load_config
+    from jaxprobe.scoring.run import score_workdir
+
+    report = score_workdir(args.workdir, load_config(args.config, args.set))
+    print(f"report written to {report}")
+
+
 def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="build, inspect and list datasets").add_subparsers(
         dest="data_command", required=True)
@@ -79,6 +87,11 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     data.add_parser("list", help="datasets and their configs").set_defaults(func=cmd_data_list)
 
 
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value (repeatable), e.g. --set probe.folds=3")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxprobe", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -86,13 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(commands)
     demo = commands.add_parser("demo", help="offline end-to-end demo on synthetic_lesions")
     demo.add_argument("--workdir", help="work directory (default from configs/demo.py)")
-    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    _add_overrides(demo)
     demo.set_defaults(func=cmd_demo)
-    probe = commands.add_parser("probe", help="train and evaluate probes on a work directory's features")
-    probe.add_argument("workdir", help="work directory holding features/ (written by extraction)")
-    probe.add_argument("--config", default=DEMO_CONFIG, help="config whose `probe` section to use")
-    probe.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    probe.set_defaults(func=cmd_probe)
+    stages = [("probe", cmd_probe, "train and evaluate probes on a work directory's features", "features/"),
+              ("score", cmd_score, "FHS, failure modes and report.html from a work directory's probes",
+               "features/ and probes.parquet")]
+    for name, func, help_text, needs in stages:
+        stage = commands.add_parser(name, help=help_text)
+        stage.add_argument("workdir", help=f"work directory holding {needs}")
+        stage.add_argument("--config", default=DEMO_CONFIG, help="config file or name (default: demo)")
+        _add_overrides(stage)
+        stage.set_defaults(func=func)
     return parser
 
 
