@@ -30,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.probe.permutations = 20
     config.probe.bootstrap = 1000
     config.probe.ci_level = 0.95
-    config.probe.max_iter = 500
+    config.probe.max_iter = 100  # L-BFGS iterations per logistic fit (scikit-learn's default)
 
     config.scoring = ml_collections.ConfigDict()
     config.scoring.kind = "logistic"  # which probe kind's curve the scores and report are built from

@@ -33,7 +33,7 @@ class ProbeSettings:
     permutations: int = 20
     bootstrap: int = 1000
     ci_level: float = 0.95
-    max_iter: int = 500
+    max_iter: int = 100  # scikit-learn's LogisticRegression default too
 
     def lambdas(self, kind: str) -> np.ndarray:
         """The grid, largest first: logistic fits warm-start from the more regularised neighbour."""

@@ -49,7 +49,7 @@ def _fit_eval(kinds, x_fit, labels, mask, x_eval, lambdas, num_classes, max_iter
 
 def fit_eval(kinds: dict[str, np.ndarray], x_fit: np.ndarray, labels: np.ndarray, mask: np.ndarray,
              x_eval: np.ndarray, num_classes: int, mesh: Mesh | None = None,
-             max_iter: int = 500) -> dict[str, np.ndarray]:
+             max_iter: int = 100) -> dict[str, np.ndarray]:
     """Scores {kind: [S, K, L, M, C]} for sites x_fit [S, N, D] (rows with mask False ignored), labels [K, N].
 
     ``kinds`` maps each probe kind to its lambdas: [L] (one grid for every site, decreasing) or [S, L] (per site,

@@ -111,9 +111,13 @@ class SoftmaxRegression:
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "max_iter"))
 def logistic_path(z: jax.Array, labels: jax.Array, mask: jax.Array, lambdas: jax.Array, z_eval: jax.Array,
-                  num_classes: int, max_iter: int = 500, tol: float = 1e-5):
-    """Fit every lambda side by side (vmapped: one product with Z serves all of them); returns logits
-    [L, M, C] on ``z_eval``, objectives [L] and iteration counts [L]."""
+                  num_classes: int, max_iter: int = 100, tol: float = 1e-5):
+    """Fit every lambda side by side from zero (vmapped: one product with Z serves all of them); returns logits
+    [L, M, C] on ``z_eval``, objectives [L] and iteration counts [L].
+
+    Warm starts along the path were measured 7x slower here: they serialise the lambdas, and near-separable fits
+    at small lambda then run to ``max_iter`` while the whole batch waits.
+    """
     weights = mask.astype(z.dtype)
     init = jnp.zeros((z.shape[1] + 1, num_classes), z.dtype)
 
