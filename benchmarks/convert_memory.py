@@ -1,0 +1,168 @@
+"""Host peak RSS of converting a few-hundred-MB checkpoint, as a multiple of the checkpoint's size.
+
+The loader reads one tensor at a time without memory-mapping, so converting should hold about one copy of the
+model (the params tree) plus one tensor, not two copies. This writes a random Qwen2.5-VL-shaped float32
+checkpoint, then converts it (``load_params`` into a params tree + orbax cache write) in a fresh subprocess and
+reads that process's peak RSS (``ru_maxrss``). Both the raw peak and the peak above the process's RSS after
+importing jax/flax/orbax (current RSS then: the interpreter and libraries, independent of the checkpoint) are
+reported.
+
+Usage: ``python benchmarks/convert_memory.py [--workdir DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+MIB = 2**20
+KIB = 1024  # ru_maxrss is in KiB on Linux
+# Qwen2.5-VL layout scaled to ~340 MB of float32 (the tiny family config with larger sizes).
+TEXT_SIZES = {
+    "vocab_size": 16384,
+    "hidden_size": 1024,
+    "intermediate_size": 2816,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+}
+VISION_SIZES = {"depth": 4, "hidden_size": 512, "intermediate_size": 1376, "num_heads": 8}
+FAMILY = "qwen2_5_vl"
+REPEATS = 3  # fresh processes; the worst one is reported (malloc behaviour varies from run to run)
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB
+
+
+def model_family(config: dict):
+    """(keymap, abstract params, label) for ``config``: the real Qwen2.5-VL ones when the models package has them.
+
+    This is the only model-specific piece. Until ``jaxprobe.models`` provides a registry, an identity keymap over
+    the checkpoint's own tensors (each tensor -> one leaf, same shape) stands in; it does the same reading,
+    casting, placing and caching work except the per-tensor transposes.
+    """
+    try:
+        from jaxprobe.models.registry import family_for  # provided by the models package when present
+
+        keymap, abstract = family_for(config)
+        return keymap, abstract, "qwen2_5_vl keymap"
+    except ImportError:
+        return (*identity_family(config), "identity keymap (model code not available)")
+
+
+def identity_family(config: dict):
+    import jax
+    import numpy as np
+
+    from jaxprobe.weights.keymap import ParamTarget
+    from jaxprobe.weights.tiny import SHAPES
+
+    shapes = SHAPES[config["model_type"]](config)
+
+    class IdentityKeyMap:
+        def targets(self, name: str):
+            return [ParamTarget(tuple(name.split(".")))] if name in shapes else None
+
+    abstract: dict = {}
+    for name, shape in shapes.items():
+        *parents, leaf = name.split(".")
+        node = abstract
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = jax.ShapeDtypeStruct(shape, np.float32)
+    return IdentityKeyMap(), abstract
+
+
+def child(checkpoint: Path, cache_root: Path) -> None:
+    """Runs in a fresh process: convert and print the measurements as one JSON line."""
+    import jax
+    import orbax.checkpoint  # noqa: F401  (imported before the baseline so library memory is not counted as growth)
+    import psutil
+
+    from jaxprobe.weights.cache import load_or_convert, read_config
+    from jaxprobe.weights.loader import load_params
+
+    jax.numpy.zeros(1).block_until_ready()
+    baseline = psutil.Process().memory_info().rss  # current, not peak: transient import peaks are not a baseline
+    keymap, abstract, label = model_family(read_config(checkpoint))
+    start = time.perf_counter()
+    result = load_or_convert(
+        checkpoint, cache_root, "float32", lambda: load_params(checkpoint, keymap, abstract, "float32")
+    )
+    jax.block_until_ready(result.params)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"baseline_rss": baseline, "peak_rss": peak_rss_bytes(), "seconds": seconds, "keymap": label}))
+
+
+def run_child(checkpoint: Path, cache_root: Path) -> dict:
+    """One conversion in a fresh process (so its peak RSS is the conversion's alone)."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(checkpoint), str(cache_root)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(workdir: Path, text_layers: int) -> dict:
+    from jaxprobe.weights.reader import SINGLE_FILE
+    from jaxprobe.weights.tiny import write_tiny_checkpoint
+
+    checkpoint = write_tiny_checkpoint(
+        FAMILY, workdir / "ckpt", seed=0, text={**TEXT_SIZES, "num_hidden_layers": text_layers}, vision=VISION_SIZES
+    )
+    size = (checkpoint / SINGLE_FILE).stat().st_size
+    runs = [run_child(checkpoint, workdir / f"cache{i}") for i in range(REPEATS)]
+    child_result = max(runs, key=lambda r: r["peak_rss"] - r["baseline_rss"])
+    return {
+        "family": FAMILY,
+        "keymap": child_result["keymap"],
+        "checkpoint_mib": round(size / MIB, 1),
+        "baseline_rss_mib": round(child_result["baseline_rss"] / MIB, 1),
+        "peak_rss_mib": round(child_result["peak_rss"] / MIB, 1),
+        "peak_over_checkpoint": round(child_result["peak_rss"] / size, 3),
+        "growth_over_checkpoint": round((child_result["peak_rss"] - child_result["baseline_rss"]) / size, 3),
+        "convert_seconds": round(child_result["seconds"], 2),
+        "growth_over_checkpoint_all_runs": [round((r["peak_rss"] - r["baseline_rss"]) / size, 3) for r in runs],
+    }
+
+
+def markdown(result: dict) -> str:
+    return (
+        f"| convert memory ({result['keymap']}) | checkpoint {result['checkpoint_mib']} MiB | peak RSS "
+        f"{result['peak_rss_mib']} MiB = {result['peak_over_checkpoint']}x | growth above import baseline "
+        f"({result['baseline_rss_mib']} MiB) = {result['growth_over_checkpoint']}x | {result['convert_seconds']} s |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=None, help="where to write the checkpoint (default: tmp)")
+    parser.add_argument(
+        "--text-layers", type=int, default=TEXT_SIZES["num_hidden_layers"], help="LLM layers (~45 MiB each)"
+    )
+    parser.add_argument("--child", nargs=2, type=Path, metavar=("CHECKPOINT", "CACHE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        result = measure(args.workdir or Path(tmp), args.text_layers)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "convert_memory.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "convert_memory.md").write_text(markdown(result) + "\n")
+    print(json.dumps(result, indent=2))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Checkpoint reading, HF-name -> param-tree mapping, dtype policy and placement."""

@@ -1,0 +1,262 @@
+"""Orbax cache of converted params, keyed by what they were converted from.
+
+Converting a checkpoint (read, transpose, cast) costs far more than restoring an orbax checkpoint, so
+``jaxprobe convert`` stores the result and later loads reuse it while the source is unchanged. The key is a
+fingerprint of the source files (names, sizes, modification times) plus the dtype and the jaxprobe version, so a
+re-downloaded checkpoint, another dtype or a new converter all miss the cache instead of returning stale params.
+
+An entry is written into a temporary directory and renamed into place in one step, so an interrupted or failed
+conversion never leaves a half-written entry that a later load could mistake for a good one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+from flax import traverse_util
+
+from jaxprobe import __version__
+from jaxprobe.errors import CheckpointError
+from jaxprobe.weights.hub import resolve_source
+from jaxprobe.weights.keymap import KeyMap
+from jaxprobe.weights.loader import DTypeLike, ShardingFor, dtype_name, load_params
+
+PARAMS_DIR = "params"
+MANIFEST_FILE = "manifest.json"
+TMP_PREFIX = ".tmp-"
+KEY_LENGTH = 16  # hex digits of sha256: collisions are not a practical concern for a handful of entries
+CHUNK_BYTES = 64 * 2**20  # orbax's extra host copy while saving is bounded by one chunk
+CHUNK_DIGITS = 5
+FINGERPRINT_SUFFIXES = (".safetensors",)
+FINGERPRINT_NAMES = ("config.json", "model.safetensors.index.json")
+
+Params = dict[str, Any]
+Family = tuple[KeyMap, Mapping[str, Any]]
+FamilyFor = Callable[[Mapping[str, Any]], Family]  # config.json -> (keymap, abstract params); the models registry
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheResult:
+    """Params plus where they came from: ``hit`` is False when this call converted the source."""
+
+    params: Params
+    entry: Path
+    manifest: dict[str, Any]
+    hit: bool
+
+
+def fingerprint(source_dir: str | Path) -> str:
+    """Hash of the names, sizes and mtimes of the weight files and config; changes when any is replaced.
+
+    Sizes and mtimes rather than content hashes: hashing tens of GB on every load would cost more than the
+    conversion the cache saves, and any re-download or re-save updates the mtime.
+    """
+    source_dir = Path(source_dir)
+    files = sorted(p for p in source_dir.iterdir() if p.suffix in FINGERPRINT_SUFFIXES or p.name in FINGERPRINT_NAMES)
+    if not files:
+        raise CheckpointError(f"{source_dir} holds no safetensors files or config.json to convert")
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()  # follows HF-cache symlinks to the blob, whose size/mtime are what matter
+        digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def cache_key(source_fingerprint: str, dtype: DTypeLike) -> str:
+    """Entry name: source fingerprint + dtype + jaxprobe version (a converter change must invalidate entries)."""
+    payload = f"{source_fingerprint}|{dtype_name(dtype)}|{__version__}"
+    return hashlib.sha256(payload.encode()).hexdigest()[:KEY_LENGTH]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_temporaries(cache_root: Path) -> None:
+    """Remove temporary entries left by conversions that were killed (their writer process is gone)."""
+    if not cache_root.is_dir():
+        return
+    for tmp in cache_root.glob(f"{TMP_PREFIX}*"):
+        pid = tmp.name.removeprefix(TMP_PREFIX).split("-")[0]
+        if not pid.isdigit() or not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _checkpointer() -> Any:
+    """Synchronous PyTree checkpointer without compression.
+
+    Uncompressed because float weights barely compress and the compressor's buffers cost host memory: with
+    compression, saving a chunk briefly needs about twice the chunk's size again.
+    """
+    import orbax.checkpoint as ocp
+
+    return ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_compression=False))
+
+
+def _restore_chunk(chunk_dir: Path, checkpointer: Any, sharding_for: ShardingFor | None) -> Params:
+    """Restore one chunk's arrays with the caller's placement (default: the first device)."""
+    import orbax.checkpoint as ocp
+
+    tree = checkpointer.metadata(chunk_dir).item_metadata.tree
+    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = traverse_util.unflatten_dict(
+        {
+            path: jax.ShapeDtypeStruct(
+                meta.shape, meta.dtype, sharding=(sharding_for and sharding_for(path)) or default
+            )
+            for path, meta in traverse_util.flatten_dict(tree).items()
+        }
+    )
+    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+    return checkpointer.restore(chunk_dir, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args))
+
+
+def restore_entry(entry: Path, sharding_for: ShardingFor | None = None) -> Params:
+    """Load a finished cache entry's params (all chunks), placed with ``sharding_for``."""
+    flat: dict[tuple[str, ...], jax.Array] = {}
+    with _checkpointer() as checkpointer:
+        for chunk_dir in sorted((entry.absolute() / PARAMS_DIR).iterdir()):
+            flat |= traverse_util.flatten_dict(_restore_chunk(chunk_dir, checkpointer, sharding_for))
+    return traverse_util.unflatten_dict(flat)
+
+
+def chunk_leaves(params: Params, chunk_bytes: int) -> list[Params]:
+    """Split ``params`` into subtrees of at most ``chunk_bytes`` each (a larger leaf gets a chunk of its own).
+
+    orbax stages the arrays it saves in host buffers; saving chunk by chunk bounds that extra memory by one chunk
+    instead of a second copy of the whole model.
+    """
+    chunks: list[dict] = [{}]
+    size = 0
+    for path, leaf in traverse_util.flatten_dict(params).items():
+        nbytes = leaf.size * leaf.dtype.itemsize
+        if chunks[-1] and size + nbytes > chunk_bytes:
+            chunks.append({})
+            size = 0
+        chunks[-1][path] = leaf
+        size += nbytes
+    return [traverse_util.unflatten_dict(chunk) for chunk in chunks if chunk]
+
+
+def write_entry(
+    cache_root: Path, key: str, params: Params, manifest: Mapping[str, Any], chunk_bytes: int = CHUNK_BYTES
+) -> Path:
+    """Save ``params`` + manifest under ``cache_root/key`` atomically (temp dir, then one rename)."""
+    import orbax.checkpoint as ocp
+
+    cache_root.mkdir(parents=True, exist_ok=True)
+    tmp = cache_root / f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
+    final = cache_root / key
+    try:
+        (tmp / PARAMS_DIR).mkdir(parents=True)
+        with _checkpointer() as checkpointer:
+            for i, chunk in enumerate(chunk_leaves(params, chunk_bytes)):  # synchronous: one chunk's copy at a time
+                checkpointer.save(
+                    tmp.absolute() / PARAMS_DIR / f"{i:0{CHUNK_DIGITS}d}", args=ocp.args.PyTreeSave(chunk)
+                )
+        (tmp / MANIFEST_FILE).write_text(json.dumps(dict(manifest), indent=2, sort_keys=True) + "\n")
+        try:
+            tmp.rename(final)
+        except OSError:
+            if not (final / MANIFEST_FILE).is_file():  # another process finished the same entry first: keep it
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _manifest(source: str, revision: str | None, source_fingerprint: str, dtype: DTypeLike) -> dict[str, Any]:
+    return {
+        "source": source,
+        "revision": revision,
+        "fingerprint": source_fingerprint,
+        "dtype": dtype_name(dtype),
+        "jaxprobe_version": __version__,
+        "created_unix": time.time(),
+    }
+
+
+def load_or_convert(
+    source_dir: str | Path,
+    cache_root: str | Path,
+    dtype: DTypeLike,
+    convert: Callable[[], Params],
+    sharding_for: ShardingFor | None = None,
+    source: str | None = None,
+    revision: str | None = None,
+) -> CacheResult:
+    """Params of ``source_dir`` from the cache when its fingerprint matches, else ``convert()`` them and cache.
+
+    ``convert`` is whatever builds the params (usually ``load_params`` through a family's keymap), so this module
+    knows nothing about model families. It runs before anything is written, so a ``CheckpointError`` it raises
+    leaves the cache untouched.
+    """
+    source_dir, cache_root = Path(source_dir), Path(cache_root)
+    source_fingerprint = fingerprint(source_dir)
+    entry = cache_root / cache_key(source_fingerprint, dtype)
+    sweep_stale_temporaries(cache_root)
+    if (entry / MANIFEST_FILE).is_file():
+        manifest = json.loads((entry / MANIFEST_FILE).read_text())
+        try:
+            params = restore_entry(entry, sharding_for)
+        except Exception as err:  # orbax/tensorstore raise many types; all mean the entry is unusable
+            raise CheckpointError(
+                f"cached params in {entry} cannot be restored ({type(err).__name__}: {err}); delete that directory "
+                "and convert again"
+            ) from err
+        return CacheResult(params, entry, manifest, hit=True)
+    params = convert()
+    manifest = _manifest(source or str(source_dir), revision, source_fingerprint, dtype)
+    entry = write_entry(cache_root, entry.name, params, manifest)
+    return CacheResult(params, entry, manifest, hit=False)
+
+
+def read_config(source_dir: str | Path) -> dict[str, Any]:
+    """config.json of a checkpoint directory, or a CheckpointError saying it is missing or broken."""
+    path = Path(source_dir) / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: a checkpoint directory needs the model's config.json") from None
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path} is not valid JSON: {err}") from None
+
+
+def convert_checkpoint(
+    src: str | Path,
+    out_dir: str | Path,
+    dtype: DTypeLike = "float32",
+    *,
+    family_for: FamilyFor,
+    revision: str | None = None,
+    sharding_for: ShardingFor | None = None,
+    hub_cache_dir: str | Path | None = None,
+) -> CacheResult:
+    """``jaxprobe convert SRC --out DIR``: resolve SRC (directory or Hub id), convert through the family's keymap.
+
+    ``family_for(config) -> (keymap, abstract_params)`` is the model registry's hook; it is a parameter so the
+    weights package never imports model code.
+    """
+    local_dir, resolved_revision = resolve_source(src, revision, cache_dir=hub_cache_dir)
+    keymap, abstract_params = family_for(read_config(local_dir))
+
+    def convert() -> Params:
+        return load_params(local_dir, keymap, abstract_params, dtype, sharding_for)
+
+    return load_or_convert(local_dir, out_dir, dtype, convert, sharding_for, str(src), resolved_revision)
