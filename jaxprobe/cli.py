@@ -70,6 +70,12 @@ def cmd_score(args: argparse.Namespace) -> None:
     print(f"report written to {report}")
 
 
+def cmd_tiny_checkpoint(args: argparse.Namespace) -> None:
+    from jaxprobe.weights.tiny import write_tiny_checkpoint
+
+    print(f"tiny {args.family} checkpoint written to {write_tiny_checkpoint(args.family, args.out, args.seed)}")
+
+
 def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="build, inspect and list datasets").add_subparsers(
         dest="data_command", required=True)
@@ -110,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("--config", default=DEMO_CONFIG, help="config file or name (default: demo)")
         _add_overrides(stage)
         stage.set_defaults(func=func)
+    tiny = commands.add_parser("tiny-checkpoint", help="write a tiny random HF-format checkpoint (offline, no torch)")
+    tiny.add_argument("family", choices=["qwen2_vl", "qwen2_5_vl"])
+    tiny.add_argument("--out", required=True, help="output directory")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=cmd_tiny_checkpoint)
     return parser
 
 

@@ -27,6 +27,6 @@ def test_errors_are_one_line_without_traceback(tmp_path, capsys):
 def test_help_lists_only_existing_commands():
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert set(commands) == {"data", "demo", "probe", "score"}
+    assert set(commands) == {"data", "demo", "probe", "score", "tiny-checkpoint"}
     with pytest.raises(SystemExit):
         parser.parse_args(["extract"])
