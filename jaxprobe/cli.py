@@ -76,6 +76,40 @@ def cmd_tiny_checkpoint(args: argparse.Namespace) -> None:
     print(f"tiny {args.family} checkpoint written to {write_tiny_checkpoint(args.family, args.out, args.seed)}")
 
 
+def cmd_convert(args: argparse.Namespace) -> None:
+    from jaxprobe.models.registry import family_for
+    from jaxprobe.weights.cache import convert_checkpoint
+
+    result = convert_checkpoint(args.src, args.out, args.dtype, family_for=family_for, revision=args.revision)
+    print(f"{'cache hit' if result.hit else 'converted'}: {result.entry}")
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    from jaxprobe.parity import run_parity
+
+    report = run_parity(args.src, args.atol)
+    print(report.table())
+    return 0 if report.passed else 1
+
+
+def _add_model_commands(commands: argparse._SubParsersAction) -> None:
+    convert = commands.add_parser("convert", help="convert a HF checkpoint (dir or hub id) into cached Flax params")
+    convert.add_argument("src", help="checkpoint directory or hub id")
+    convert.add_argument("--out", required=True, help="cache directory")
+    convert.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    convert.add_argument("--revision", help="pinned hub revision (recorded in the cache manifest)")
+    convert.set_defaults(func=cmd_convert)
+    parity = commands.add_parser("parity", help="compare every site with transformers' PyTorch model (needs torch)")
+    parity.add_argument("src", help="checkpoint directory")
+    parity.add_argument("--atol", type=float, default=1e-4, help="max abs difference allowed at any site")
+    parity.set_defaults(func=cmd_parity)
+    tiny = commands.add_parser("tiny-checkpoint", help="write a tiny random HF-format checkpoint (offline, no torch)")
+    tiny.add_argument("family", choices=["qwen2_vl", "qwen2_5_vl"])
+    tiny.add_argument("--out", required=True, help="output directory")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=cmd_tiny_checkpoint)
+
+
 def _add_data_commands(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="build, inspect and list datasets").add_subparsers(
         dest="data_command", required=True)
@@ -116,24 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("--config", default=DEMO_CONFIG, help="config file or name (default: demo)")
         _add_overrides(stage)
         stage.set_defaults(func=func)
-    tiny = commands.add_parser("tiny-checkpoint", help="write a tiny random HF-format checkpoint (offline, no torch)")
-    tiny.add_argument("family", choices=["qwen2_vl", "qwen2_5_vl"])
-    tiny.add_argument("--out", required=True, help="output directory")
-    tiny.add_argument("--seed", type=int, default=0)
-    tiny.set_defaults(func=cmd_tiny_checkpoint)
+    _add_model_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        return int(args.func(args) or 0)
     except JaxprobeError as error:
         if args.debug:
             raise
         print(f"jaxprobe: error: {error}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

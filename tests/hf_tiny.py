@@ -23,8 +23,12 @@ def text_config(heads: int = 4, kv_heads: int = 2, hidden: int = 64, tie: bool =
 def save_tiny(family: str, out: Path, text: dict, vision: dict, dtype: str = "float32", seed: int = 0) -> Path:
     """Build a random model from config classes, save it with ``save_pretrained``, return the directory."""
     import torch
-    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLConfig,
-                              Qwen2VLForConditionalGeneration)
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+    )
 
     torch.manual_seed(seed)
     config_cls, model_cls = ((Qwen2VLConfig, Qwen2VLForConditionalGeneration) if family == "qwen2_vl"

@@ -27,6 +27,18 @@ def test_errors_are_one_line_without_traceback(tmp_path, capsys):
 def test_help_lists_only_existing_commands():
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert set(commands) == {"data", "demo", "probe", "score", "tiny-checkpoint"}
+    assert set(commands) == {"data", "demo", "probe", "score", "tiny-checkpoint", "convert", "parity"}
     with pytest.raises(SystemExit):
         parser.parse_args(["extract"])
+
+
+def test_checkpoint_commands(tmp_path, capsys):
+    assert main(["tiny-checkpoint", "qwen2_5_vl", "--out", str(tmp_path / "ckpt")]) == 0
+    assert main(["convert", str(tmp_path / "ckpt"), "--out", str(tmp_path / "cache")]) == 0
+    assert main(["convert", str(tmp_path / "ckpt"), "--out", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "converted:" in out and "cache hit:" in out
+    assert main(["parity", str(tmp_path / "ckpt")]) == 0
+    assert "PASS at atol 0.0001" in capsys.readouterr().out
+    assert main(["convert", str(tmp_path / "nowhere"), "--out", str(tmp_path / "cache")]) == 2
+    assert "jaxprobe: error:" in capsys.readouterr().err

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
-import torch
 
 from jaxprobe.models.registry import load_model
-from jaxprobe.models.rope_index import rope_index
-from tests.hf_tiny import IMAGE, inputs, save_tiny, text_config
+from jaxprobe.parity import compare, jax_forward, run_parity, torch_forward
+from jaxprobe.weights.tiny import write_tiny_checkpoint
+from tests.hf_tiny import inputs, save_tiny, text_config
 
 ATOL = 1e-4
 QWEN2_VISION = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=4, mlp_ratio=2, patch_size=8,
@@ -26,61 +23,33 @@ CASES = {
                                      dict(QWEN25_VISION, fullatt_block_indexes=[0, 2], window_size=16), (4, 8), {}),
     "qwen2_5_vl-batch2-padded": ("qwen2_5_vl", text_config(kv_heads=1), QWEN25_VISION, (4, 4),
                                  {"batch": 2, "pad": 3}),
+    "qwen2_vl-bfloat16-checkpoint": ("qwen2_vl", text_config(), QWEN2_VISION, (4, 4), {}, "bfloat16"),
 }
-
-
-def _torch_reference(model, batch):
-    """Vision block outputs, merger output, decoder layer outputs and logits from transformers."""
-    captured = {}
-    hooks = [block.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(f"vision{i}", out))
-             for i, block in enumerate(model.model.visual.blocks)]
-    hooks += [layer.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(f"llm{i}", out))
-              for i, layer in enumerate(model.model.language_model.layers)]
-    tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
-    with torch.no_grad():
-        logits = model(**tensors).logits
-        merged = model.model.get_image_features(tensors["pixel_values"], tensors["image_grid_thw"]).pooler_output
-    for hook in hooks:
-        hook.remove()
-    out = {k: (v[0] if isinstance(v, tuple) else v).numpy() for k, v in captured.items()}
-    out["merged"] = torch.cat(list(merged)).numpy()
-    out["logits"] = logits.numpy()
-    return out
-
-
-def _ours(loaded, batch):
-    grid = tuple(int(g) for g in batch["image_grid_thw"][0])
-    images = len(batch["image_grid_thw"])
-    pixels = batch["pixel_values"].reshape(images, -1, batch["pixel_values"].shape[-1])
-    positions = rope_index(batch["input_ids"], batch["attention_mask"], batch["image_grid_thw"], IMAGE,
-                           loaded.config.vision.merge_size)
-    model = loaded.module(grid)
-    logits, state = jax.jit(lambda p: model.apply({"params": p}, jnp.asarray(batch["input_ids"]),
-                                                  jnp.asarray(batch["attention_mask"]), jnp.asarray(positions),
-                                                  jnp.asarray(pixels), mutable=["intermediates"]))(loaded.params)
-    sown = {k: np.asarray(v[0]) for k, v in state["intermediates"]["visual"].items()}
-    sown.update({k: np.asarray(v[0]) for k, v in state["intermediates"]["model"].items()})
-    return np.asarray(logits), sown
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_parity(tmp_path, case):
-    family, text, vision, grid_hw, extra = CASES[case]
-    directory = save_tiny(family, tmp_path / "ckpt", text, vision)
+    family, text, vision, grid_hw, extra, *dtype = CASES[case]
+    directory = save_tiny(family, tmp_path / "ckpt", text, vision, dtype=dtype[0] if dtype else "float32")
     batch = inputs(vision, grid_hw, **extra)
     from transformers import AutoModelForImageTextToText
 
-    reference = _torch_reference(AutoModelForImageTextToText.from_pretrained(directory).eval(), batch)
-    logits, sown = _ours(load_model(directory), batch)
-    vision_sites = sorted(k for k in sown if k.startswith("vision."))
-    llm_sites = sorted(k for k in sown if k.startswith("llm."))
-    assert len(vision_sites) == vision["depth"] and len(llm_sites) == text["num_hidden_layers"]
-    for i, site in enumerate(vision_sites):
-        np.testing.assert_allclose(sown[site].reshape(reference[f"vision{i}"].shape), reference[f"vision{i}"],
-                                   atol=ATOL, err_msg=site)
-    connector = sown["connector.output"]
-    np.testing.assert_allclose(connector.reshape(reference["merged"].shape), reference["merged"], atol=ATOL)
-    valid = batch["attention_mask"].astype(bool)
-    for i, site in enumerate(llm_sites):
-        np.testing.assert_allclose(sown[site][valid], reference[f"llm{i}"][valid], atol=ATOL, err_msg=site)
-    np.testing.assert_allclose(logits[valid], reference["logits"][valid], atol=ATOL)
+    # a bfloat16 checkpoint is compared in float32 on both sides, on the same bf16-rounded weights
+    reference_model = AutoModelForImageTextToText.from_pretrained(directory, dtype="float32").eval()
+    reference = torch_forward(reference_model, batch)
+    ours = jax_forward(load_model(directory), batch)
+    sown = ours[1]
+    assert len([k for k in sown if k.startswith("vision.")]) == vision["depth"]
+    assert len([k for k in sown if k.startswith("llm.")]) == text["num_hidden_layers"]
+    diffs, kl = compare(ours, reference, batch["attention_mask"])
+    assert len(diffs) == vision["depth"] + text["num_hidden_layers"] + 2
+    assert max(diffs.values()) <= ATOL, diffs
+    assert kl < 1e-6
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+def test_parity_on_jaxprobe_tiny_checkpoints(tmp_path, family):
+    """`jaxprobe tiny-checkpoint` output, processed by its own tokenizer and image processor, round trip."""
+    report = run_parity(write_tiny_checkpoint(family, tmp_path, seed=3))
+    assert report.passed, report.table()
+    assert len(report.max_abs) == 2 + 2 + 1 + 1  # 2 vision blocks, 2 decoder layers, connector, logits

@@ -86,14 +86,22 @@ def _text_config(hf, tie: bool) -> TextConfig:
                       tie_word_embeddings=tie, hidden_act=hf.hidden_act)
 
 
-def from_hf_config(checkpoint_dir: str | Path) -> VLMConfig:
-    """Translate ``config.json`` (read by transformers' own config classes) into our module configs."""
-    from transformers import AutoConfig
+def from_hf_config(source: str | Path | dict) -> VLMConfig:
+    """Translate ``config.json`` (a checkpoint directory or its parsed dict), read by transformers' own config
+    classes, into our module configs."""
+    from transformers import AutoConfig, PretrainedConfig
 
-    path = Path(checkpoint_dir)
-    if not (path / "config.json").is_file():
-        raise ConfigError(f"no config.json in {path}")
-    hf = AutoConfig.from_pretrained(path)
+    if isinstance(source, dict):
+        model_type = source.get("model_type")
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise ConfigError(f"model_type {model_type!r} is not supported; jaxprobe supports "
+                              f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+        hf: PretrainedConfig = AutoConfig.for_model(**source)
+    else:
+        path = Path(source)
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"no config.json in {path}")
+        hf = AutoConfig.from_pretrained(path)
     if hf.model_type not in SUPPORTED_MODEL_TYPES:
         raise ConfigError(f"model_type {hf.model_type!r} is not supported; jaxprobe supports "
                           f"{', '.join(SUPPORTED_MODEL_TYPES)}")

@@ -43,9 +43,9 @@ class LoadedModel:
         return VisionLanguageModel(self.config, tuple(int(g) for g in grid))
 
 
-def family_for(checkpoint_dir: str | Path) -> tuple[QwenVLKeyMap, dict[str, Any]]:
-    """The cache's hook: key map and abstract params of a checkpoint."""
-    config = from_hf_config(checkpoint_dir)
+def family_for(config_json: dict) -> tuple[QwenVLKeyMap, dict[str, Any]]:
+    """The conversion cache's hook: key map and abstract params for a parsed ``config.json``."""
+    config = from_hf_config(config_json)
     return QwenVLKeyMap(config.text.tie_word_embeddings), abstract_params(config)
 
 
