@@ -19,6 +19,20 @@ def get_config() -> ml_collections.ConfigDict:
     config.split.test_fraction = 0.2
     config.split.seed = 0
 
+    config.model = ml_collections.ConfigDict()
+    config.model.checkpoint = "tiny:qwen2_5_vl"  # a directory, a hub id, or tiny:<family> (written offline)
+    config.model.revision = ml_collections.config_dict.placeholder(str)  # pin a hub revision
+    config.model.dtype = "float32"  # or bfloat16
+
+    config.capture = ml_collections.ConfigDict()
+    config.capture.sites = ("*",)  # globs over site names, e.g. ("vision.*", "llm.*.last_token")
+    config.capture.image_size = 64  # images are resized to this square first: one token count, one compilation
+    config.capture.batch_size = 8
+    config.capture.chunk_rows = 32  # rows per FeatureStore commit (the unit of resume)
+    config.capture.feature_dtype = "float32"
+    config.capture.question = ("Which of the following best describes this medical image?\n{options}\n"
+                               "Answer with the option's letter.")
+
     config.probe = ml_collections.ConfigDict()
     config.probe.kinds = ("ridge", "logistic")
     config.probe.ridge_lambdas = tuple(10.0 ** k for k in range(4, -3, -1))

@@ -39,16 +39,30 @@ def cmd_data_list(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from jaxprobe import pipeline
+    overrides = list(args.set) + ([f"workdir={args.workdir}"] if args.workdir else [])
+    _run_config(DEMO_CONFIG, overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    _run_config(args.config, args.set)
+
+
+def cmd_extract(args: argparse.Namespace) -> None:
+    from jaxprobe.capture.extract import run_extract
     from jaxprobe.config import load_config
 
-    overrides = list(args.set) + ([f"workdir={args.workdir}"] if args.workdir else [])
-    config = load_config(DEMO_CONFIG, overrides)
-    prepared = pipeline.prepare_data(config)
-    print(prepared.summary.table())
-    print(f"\n{config.split.strategy} split (seed {config.split.seed}):")
-    print(prepared.split_table())
-    print(f"\nsplit written to {Path(config.workdir) / pipeline.SPLIT_FILE}")
+    print(f"features written to {run_extract(load_config(args.config, args.set))}")
+
+
+def _run_config(name: str, overrides: list[str]) -> None:
+    from jaxprobe.config import load_config
+    from jaxprobe.run import run_all
+
+    config = load_config(name, overrides)
+    report = run_all(config)
+    scores = json.loads((report.parent / "scores.json").read_text())
+    print("\n" + json.dumps(scores["profile"], indent=1))
+    print(f"\nreport: {report}")
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
@@ -137,7 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(commands)
-    demo = commands.add_parser("demo", help="offline end-to-end demo on synthetic_lesions")
+    for name, func, help_text in [("run", cmd_run, "extract -> probe -> score -> report (up-to-date stages skipped)"),
+                                  ("extract", cmd_extract, "capture one vector per site per image into features/")]:
+        stage = commands.add_parser(name, help=help_text)
+        stage.add_argument("config", help="config file or name in configs/")
+        _add_overrides(stage)
+        stage.set_defaults(func=func)
+    demo = commands.add_parser("demo", help="offline end-to-end demo on synthetic_lesions with a tiny model")
     demo.add_argument("--workdir", help="work directory (default from configs/demo.py)")
     _add_overrides(demo)
     demo.set_defaults(func=cmd_demo)

@@ -116,14 +116,14 @@ def prepared_builder(name: str, data_dir: str | Path | None = None, config: Any 
 
 
 def read_index(builder: tfds.core.DatasetBuilder) -> pd.DataFrame:
-    """One row per sample (split, id, label, group), read without decoding images."""
+    """One row per sample (split, position in that split's data source, id, label, group), images not decoded."""
     rows = []
     for split in builder.info.splits:
         source = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
         for i in range(len(source)):
             record = source[i]
-            rows.append((split, record["id"].decode(), int(record["label"]), record["group"].decode()))
-    return pd.DataFrame(rows, columns=["split", "id", "label", "group"])
+            rows.append((split, i, record["id"].decode(), int(record["label"]), record["group"].decode()))
+    return pd.DataFrame(rows, columns=["split", "position", "id", "label", "group"])
 
 
 @dataclasses.dataclass(frozen=True)

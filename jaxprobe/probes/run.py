@@ -9,11 +9,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from jaxprobe.features import FeatureStore
+from jaxprobe.features import FEATURES_DIR, FeatureStore
 from jaxprobe.parallel import probe_mesh
 from jaxprobe.probes.engine import ProbeSettings, ProbeTask, probe_task
 
-FEATURES_DIR = "features"
 PROBES_FILE = "probes.parquet"
 
 

@@ -8,8 +8,8 @@ import ml_collections
 import pandas as pd
 
 from jaxprobe.errors import FeatureError
-from jaxprobe.features import FeatureStore
-from jaxprobe.probes.run import FEATURES_DIR, PROBES_FILE
+from jaxprobe.features import FEATURES_DIR, FeatureStore
+from jaxprobe.probes.run import PROBES_FILE
 from jaxprobe.report.write import write_report
 from jaxprobe.scoring.diagnosis import Thresholds
 from jaxprobe.scoring.profile import score_run
