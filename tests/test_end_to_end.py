@@ -1,0 +1,93 @@
+"""`jaxprobe run` on a tiny config: every stage's outputs exist and agree; resume; skips; clear refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxprobe.capture import extract as extract_module
+from jaxprobe.cli import main
+from jaxprobe.config import load_config
+from jaxprobe.errors import ConfigError
+from jaxprobe.features import FeatureStore
+
+FAST = ["probe.folds=3", "probe.permutations=3", "probe.bootstrap=100", "probe.logistic_lambdas=(1.0, 0.01)",
+        "probe.ridge_lambdas=(100.0, 1.0)", "capture.image_size=32", "capture.chunk_rows=16"]
+
+
+def _args(workdir, extra=()):
+    return [arg for o in [*FAST, f"workdir={workdir}", *extra] for arg in ("--set", o)]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    assert main(["run", "demo", *_args(workdir)]) == 0
+    return workdir
+
+
+def test_every_stage_output_exists_and_agrees(finished_run):
+    workdir = finished_run
+    for name in ("manifest.json", "features/meta.json", "probes.parquet", "scores.json", "summary.parquet",
+                 "report.html", "curve.png"):
+        assert (workdir / name).is_file(), name
+    store = FeatureStore.open(workdir / "features")
+    probes = pd.read_parquet(workdir / "probes.parquet")
+    scores = json.loads((workdir / "scores.json").read_text())
+    assert set(probes.site) == set(store.sites)
+    assert {row["site"] for row in scores["curve"]} == set(store.sites) | {"answer"}
+    test = store.index[store.index.split == "test"]
+    assert scores["profile"]["final"] == pytest.approx((test.answer_pred == test.label).mean())
+    manifest = json.loads((workdir / "manifest.json").read_text())
+    assert set(manifest["stages"]) == {"extract", "probe", "score"}
+    assert manifest["config"]["capture"]["image_size"] == 32 and manifest["versions"]["jax"]
+    assert len(store.index) == 120 and store.index.split.isin(["train", "val", "test"]).all()
+
+
+def test_second_run_skips_finished_stages(finished_run, capsys):
+    before = (finished_run / "probes.parquet").stat().st_mtime
+    assert main(["run", "demo", *_args(finished_run)]) == 0
+    out = capsys.readouterr().out
+    assert "probe: up to date" in out and "score: up to date" in out
+    assert (finished_run / "probes.parquet").stat().st_mtime == before
+
+
+def test_changed_capture_config_refuses_to_mix(finished_run, capsys):
+    assert main(["extract", "demo", *_args(finished_run, ["capture.image_size=48"])]) == 2
+    assert "holds features of another config" in capsys.readouterr().err
+
+
+def test_killed_extraction_resumes_to_identical_features(tmp_path, monkeypatch):
+    config = load_config("demo", [*FAST, f"workdir={tmp_path / 'a'}", "capture.sites=('vision.*',)"])
+    real = extract_module.encode
+    calls = {"n": 0}
+
+    def encode_then_die(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(extract_module, "encode", encode_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        extract_module.run_extract(config)
+    monkeypatch.setattr(extract_module, "encode", real)
+    extract_module.run_extract(config)
+    fresh = load_config("demo", [*FAST, f"workdir={tmp_path / 'b'}", "capture.sites=('vision.*',)"])
+    extract_module.run_extract(fresh)
+    resumed, uninterrupted = FeatureStore.open(tmp_path / "a" / "features"), FeatureStore.open(tmp_path / "b" /
+                                                                                               "features")
+    for site in uninterrupted.sites:
+        np.testing.assert_array_equal(resumed.load(site), uninterrupted.load(site))
+
+
+def test_unwritable_workdir_is_reported_before_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError, match="not writable"):
+        extract_module.check_workdir(blocker / "sub", 10, {"a": 4}, 4)
+    with pytest.raises(ConfigError, match="GiB"):
+        extract_module.check_workdir(tmp_path, 10**12, {"a": 4096}, 4)
