@@ -34,7 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
                                "Answer with the option's letter.")
 
     config.probe = ml_collections.ConfigDict()
-    config.probe.kinds = ("ridge", "logistic")
+    config.probe.kinds = ("ridge", "logistic")  # add "mlp" for the study's MLP protocol (slower)
     config.probe.ridge_lambdas = tuple(10.0 ** k for k in range(4, -3, -1))
     config.probe.logistic_lambdas = tuple(10.0 ** k for k in range(0, -6, -1))
     config.probe.folds = 5
@@ -44,6 +44,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.probe.permutations = 20
     config.probe.bootstrap = 1000
     config.probe.ci_level = 0.95
+    config.probe.mlp_seeds = (0,)
+    config.probe.mlp_hidden = 256  # the study does not report its hidden size
+    config.probe.mlp_epochs = 20
     config.probe.max_iter = 100  # L-BFGS iterations per logistic fit (scikit-learn's default)
 
     config.scoring = ml_collections.ConfigDict()

@@ -139,3 +139,15 @@ def test_bad_inputs_are_refused():
                           task.test, 3)
     with pytest.raises(FeatureError, match="only class"):
         probe_task(one_class, ProbeSettings())
+
+
+def test_mlp_kind_through_the_engine():
+    task = _task(np.random.default_rng(4), sites=2)
+    settings = ProbeSettings(kinds=("mlp",), mlp_seeds=(0, 1), mlp_epochs=20, bootstrap=50)
+    rows = probe_task(task, settings)
+    assert len(rows) == 2 * 2 + 2 and set(rows.kind) == {"mlp"}
+    chosen = rows[rows.selected].set_index("site")
+    per_seed = rows[~rows.selected].groupby("site").accuracy.mean()
+    assert chosen.loc["s0", "accuracy"] == pytest.approx(per_seed["s0"])
+    assert chosen.loc["s0", "accuracy"] > chosen.loc["s1", "accuracy"] and chosen.loc["s0", "accuracy"] > 0.8
+    assert chosen.loc["s0", "ci_low"] <= chosen.loc["s0", "accuracy"] <= chosen.loc["s0", "ci_high"]

@@ -17,6 +17,8 @@ from jaxprobe.errors import FeatureError
 from jaxprobe.probes import controls
 from jaxprobe.probes.fit import fit_eval
 from jaxprobe.probes.metrics import classification_metrics
+from jaxprobe.probes.mlp import MlpProtocol
+from jaxprobe.probes.mlp_rows import MLP_KIND, mlp_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +36,13 @@ class ProbeSettings:
     bootstrap: int = 1000
     ci_level: float = 0.95
     max_iter: int = 100  # scikit-learn's LogisticRegression default too
+    mlp_seeds: tuple[int, ...] = (0,)
+    mlp_hidden: int = 256
+    mlp_epochs: int = 20
+
+    @property
+    def linear_kinds(self) -> tuple[str, ...]:
+        return tuple(kind for kind in self.kinds if kind != MLP_KIND)
 
     def lambdas(self, kind: str) -> np.ndarray:
         """The grid, largest first: logistic fits warm-start from the more regularised neighbour."""
@@ -90,7 +99,7 @@ def _metric_rows(task: ProbeTask, kind: str, lambdas: np.ndarray, scores: np.nda
 
 def cross_validate(task: ProbeTask, settings: ProbeSettings, mesh: Mesh | None) -> pd.DataFrame:
     """Validation metrics for every kind x site x lambda x fold of k-fold on the training rows."""
-    grids = {kind: settings.lambdas(kind) for kind in settings.kinds}
+    grids = {kind: settings.lambdas(kind) for kind in settings.linear_kinds}
     train_labels = task.labels[task.train]
     groups = task.groups[task.train] if settings.grouped_folds else None
     folds = kfold(train_labels, settings.folds, settings.seed, groups)
@@ -144,7 +153,7 @@ def _control_columns(task: ProbeTask, kind: str, settings: ProbeSettings, select
 def evaluate_on_test(task: ProbeTask, settings: ProbeSettings, selected: dict[str, np.ndarray],
                      mesh: Mesh | None) -> pd.DataFrame:
     """Refit every lambda on all training rows, score the test rows, and add controls to the selected rows."""
-    grids = {kind: settings.lambdas(kind) for kind in settings.kinds}
+    grids = {kind: settings.lambdas(kind) for kind in settings.linear_kinds}
     x_fit, x_test = task.features[:, task.train], task.features[:, task.test]
     all_scores = fit_eval(grids, x_fit, task.labels[task.train][None], np.ones(len(task.train)), x_test,
                           task.num_classes, mesh, settings.max_iter)
@@ -166,7 +175,14 @@ def evaluate_on_test(task: ProbeTask, settings: ProbeSettings, selected: dict[st
 def probe_task(task: ProbeTask, settings: ProbeSettings, mesh: Mesh | None = None) -> pd.DataFrame:
     """All rows (validation folds and test) for every kind in ``settings`` over one equal-width stack."""
     check_task(task)
-    validation = cross_validate(task, settings, mesh)
-    validation["selected"] = False
-    selected = {kind: select_lambdas(validation[validation.kind == kind], task.sites) for kind in settings.kinds}
-    return pd.concat([validation, evaluate_on_test(task, settings, selected, mesh)], ignore_index=True)
+    frames = []
+    if settings.linear_kinds:
+        validation = cross_validate(task, settings, mesh)
+        validation["selected"] = False
+        selected = {kind: select_lambdas(validation[validation.kind == kind], task.sites)
+                    for kind in settings.linear_kinds}
+        frames += [validation, evaluate_on_test(task, settings, selected, mesh)]
+    if MLP_KIND in settings.kinds:
+        protocol = MlpProtocol(hidden_size=settings.mlp_hidden, epochs=settings.mlp_epochs)
+        frames.append(mlp_rows(task, settings.mlp_seeds, protocol, settings, mesh))
+    return pd.concat(frames, ignore_index=True)
