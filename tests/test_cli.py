@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from jaxprobe.cli import build_parser, main
-
-
-def test_demo_end_to_end(tmp_path, capsys):
-    assert main(["demo", "--workdir", str(tmp_path / "demo")]) == 0
-    out = capsys.readouterr().out
-    assert "synthetic_lesions: 3 classes" in out and "grouped split" in out
-    recorded = json.loads((tmp_path / "demo" / "split.json").read_text())
-    ids = [set(recorded["ids"][name]) for name in ("train", "val", "test")]
-    assert sum(map(len, ids)) == 120 and not (ids[0] & ids[2])
 
 
 def test_errors_are_one_line_without_traceback(tmp_path, capsys):
@@ -27,7 +16,8 @@ def test_errors_are_one_line_without_traceback(tmp_path, capsys):
 def test_help_lists_only_existing_commands():
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert set(commands) == {"data", "demo", "probe", "score", "tiny-checkpoint", "convert", "parity"}
+    assert set(commands) == {"data", "demo", "run", "extract", "probe", "score", "tiny-checkpoint", "convert",
+                             "parity"}
     with pytest.raises(SystemExit):
         parser.parse_args(["extract"])
 
