@@ -13,6 +13,7 @@ Usage: ``python benchmarks/convert_memory.py [--workdir DIR]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -42,57 +43,24 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB
 
 
-def model_family(config: dict):
-    """(keymap, abstract params, label) for ``config``: the real Qwen2.5-VL ones when the models package has them.
-
-    This is the only model-specific piece. Until ``jaxprobe.models`` provides a registry, an identity keymap over
-    the checkpoint's own tensors (each tensor -> one leaf, same shape) stands in; it does the same reading,
-    casting, placing and caching work except the per-tensor transposes.
-    """
-    try:
-        from jaxprobe.models.registry import family_for  # provided by the models package when present
-
-        keymap, abstract = family_for(config)
-        return keymap, abstract, "qwen2_5_vl keymap"
-    except ImportError:
-        return (*identity_family(config), "identity keymap (model code not available)")
-
-
-def identity_family(config: dict):
-    import jax
-    import numpy as np
-
-    from jaxprobe.weights.keymap import ParamTarget
-    from jaxprobe.weights.tiny import SHAPES
-
-    shapes = SHAPES[config["model_type"]](config)
-
-    class IdentityKeyMap:
-        def targets(self, name: str):
-            return [ParamTarget(tuple(name.split(".")))] if name in shapes else None
-
-    abstract: dict = {}
-    for name, shape in shapes.items():
-        *parents, leaf = name.split(".")
-        node = abstract
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = jax.ShapeDtypeStruct(shape, np.float32)
-    return IdentityKeyMap(), abstract
-
-
 def child(checkpoint: Path, cache_root: Path) -> None:
     """Runs in a fresh process: convert and print the measurements as one JSON line."""
     import jax
-    import orbax.checkpoint  # noqa: F401  (imported before the baseline so library memory is not counted as growth)
+    import orbax.checkpoint  # noqa: F401  (libraries are imported before the baseline: not counted as growth)
     import psutil
+    import transformers  # noqa: F401  (config translation uses its config classes)
 
+    with contextlib.suppress(ImportError):  # transformers' config classes import torch when it is installed
+        import torch  # noqa: F401  (185 MiB of library, not conversion)
+
+    from jaxprobe.models.registry import family_for
     from jaxprobe.weights.cache import load_or_convert, read_config
     from jaxprobe.weights.loader import load_params
 
     jax.numpy.zeros(1).block_until_ready()
     baseline = psutil.Process().memory_info().rss  # current, not peak: transient import peaks are not a baseline
-    keymap, abstract, label = model_family(read_config(checkpoint))
+    keymap, abstract = family_for(read_config(checkpoint))
+    label = "qwen2_5_vl keymap"
     start = time.perf_counter()
     result = load_or_convert(
         checkpoint, cache_root, "float32", lambda: load_params(checkpoint, keymap, abstract, "float32")
