@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.model = ml_collections.ConfigDict()
     config.model.checkpoint = "tiny:qwen2_5_vl"  # a directory, a hub id, or tiny:<family> (written offline)
+    config.model.family = "qwen2_5_vl"  # the architecture (config.json's model_type), checked before any work
     config.model.revision = ml_collections.config_dict.placeholder(str)  # pin a hub revision
     config.model.dtype = "float32"  # or bfloat16
 

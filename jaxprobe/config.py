@@ -29,7 +29,7 @@ def find_config(name: str | Path) -> Path:
     raise ConfigError(f"no config {name!r} (looked for {', '.join(map(str, candidates))}); available: {available}")
 
 
-def load_config_file(path: Path) -> ml_collections.ConfigDict:
+def load_config_file(path: Path, argument: str | None = None) -> ml_collections.ConfigDict:
     spec = importlib.util.spec_from_file_location(f"jaxprobe_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     try:
@@ -38,7 +38,10 @@ def load_config_file(path: Path) -> ml_collections.ConfigDict:
         raise ConfigError(f"config {path} failed to load: {type(error).__name__}: {error}") from error
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config {path} defines no get_config() returning an ml_collections.ConfigDict")
-    return module.get_config()
+    try:
+        return module.get_config(argument) if argument else module.get_config()
+    except ValueError as error:
+        raise ConfigError(f"config {path.stem}:{argument}: {error}") from error
 
 
 def parse_value(text: str):
@@ -69,8 +72,10 @@ def apply_override(config: ml_collections.ConfigDict, assignment: str) -> None:
 
 
 def load_config(name: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ml_collections.ConfigDict:
-    """Load a config by path or stem and apply ``--set`` overrides in order."""
-    config = load_config_file(find_config(name))
+    """Load a config by path or stem (``name:argument`` passes an argument to ``get_config``, e.g.
+    ``study:lingshu_7b:busi``) and apply ``--set`` overrides in order."""
+    name, _, argument = str(name).partition(":") if not Path(str(name)).is_file() else (name, "", "")
+    config = load_config_file(find_config(name), argument or None)
     for assignment in overrides:
         apply_override(config, assignment)
     return config

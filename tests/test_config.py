@@ -40,3 +40,22 @@ def test_unknown_or_broken_config(tmp_path):
     broken.write_text("raise RuntimeError('boom')\n")
     with pytest.raises(ConfigError, match="boom"):
         load_config(broken)
+
+
+def test_study_cells_and_sweep():
+    config = load_config("study:lingshu_7b:covid19_ct")
+    assert config.model.checkpoint == "lingshu-medical-mllm/Lingshu-7B" and config.data.name == "covid19_ct"
+    assert config.model.family == "qwen2_5_vl" and config.workdir == "runs/lingshu_7b/covid19_ct"
+    cells = load_config("sweep").cells
+    assert len(cells) == 16 * 3 and "medgemma_4b:busi" in cells
+    with pytest.raises(ConfigError, match="unknown study cell"):
+        load_config("study:nobody:busi")
+
+
+def test_unsupported_family_stops_before_work(tmp_path):
+    from jaxprobe.capture.extract import run_extract
+
+    config = load_config("study:medgemma_4b:busi", [f"workdir={tmp_path}"])
+    with pytest.raises(ConfigError, match="'gemma3' model, which jaxprobe does not implement yet"):
+        run_extract(config)
+    assert not any(tmp_path.iterdir())

@@ -21,6 +21,7 @@ from jaxprobe.capture.sites import select_sites, sites_for
 from jaxprobe.errors import ConfigError
 from jaxprobe.features import FEATURES_DIR, FeatureStoreWriter
 from jaxprobe.manifest import record_stage
+from jaxprobe.models.config import SUPPORTED_MODEL_TYPES
 from jaxprobe.models.registry import LoadedModel, load_model
 from jaxprobe.parallel import data_mesh
 from jaxprobe.pipeline import PreparedData, data_dir_of, prepare_data
@@ -98,6 +99,9 @@ def image_loader(config: ml_collections.ConfigDict):
 def run_extract(config: ml_collections.ConfigDict) -> Path:
     """Extract (or finish extracting) every selected site for every sample; returns the features directory."""
     started = time.perf_counter()
+    if config.model.family not in SUPPORTED_MODEL_TYPES:
+        raise ConfigError(f"{config.model.checkpoint} is a {config.model.family!r} model, which jaxprobe does not "
+                          f"implement yet; supported families: {', '.join(SUPPORTED_MODEL_TYPES)}")
     workdir = Path(config.workdir)
     prepared = prepare_data(config)
     checkpoint, revision = resolve_checkpoint(config.model, workdir)

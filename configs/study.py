@@ -1,0 +1,60 @@
+"""One config per study cell (PAPER.md: 14 medical MLLMs + 2 general bases x BUSI, COVID19-CT, chest X-ray).
+
+Select a cell as ``study:<model>:<dataset>``, e.g. ``jaxprobe run study:lingshu_7b:busi --set
+data.manual_dir=~/data/busi``. Hub ids are the publishers' repositories as of 2026; pin one with
+``--set model.revision=<commit>``. Cells whose architecture jaxprobe does not implement yet stop before any
+work with a message saying so.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import ml_collections
+
+# name -> (hub id, architecture family as in config.json's model_type)
+MODELS = {
+    "medvlm_r1_2b": ("JZPeterPan/MedVLM-R1", "qwen2_vl"),
+    "huatuogpt_vision_7b_qwen25vl": ("FreedomIntelligence/HuatuoGPT-Vision-7B-Qwen2.5VL", "qwen2_5_vl"),
+    "huatuogpt_vision_34b": ("FreedomIntelligence/HuatuoGPT-Vision-34B", "llava"),
+    "lingshu_7b": ("lingshu-medical-mllm/Lingshu-7B", "qwen2_5_vl"),
+    "lingshu_32b": ("lingshu-medical-mllm/Lingshu-32B", "qwen2_5_vl"),
+    "shizhengpt_7b_vl": ("FreedomIntelligence/ShizhenGPT-7B-VL", "qwen2_5_vl"),
+    "shizhengpt_32b_vl": ("FreedomIntelligence/ShizhenGPT-32B-VL", "qwen2_5_vl"),
+    "hulu_med_4b": ("ZJU-AI4H/Hulu-Med-4B", "hulumed"),
+    "hulu_med_7b": ("ZJU-AI4H/Hulu-Med-7B", "hulumed"),
+    "hulu_med_14b": ("ZJU-AI4H/Hulu-Med-14B", "hulumed"),
+    "hulu_med_32b": ("ZJU-AI4H/Hulu-Med-32B", "hulumed"),
+    "medgemma_4b": ("google/medgemma-4b-it", "gemma3"),
+    "medgemma_27b": ("google/medgemma-27b-it", "gemma3"),
+    "medgemma_1_5_4b": ("google/medgemma-1.5-4b-it", "gemma3"),
+    "qwen25_vl_7b": ("Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl"),
+    "gemma_3_4b": ("google/gemma-3-4b-it", "gemma3"),
+}
+DATASETS = ("busi", "covid19_ct", "chest_xray")
+CELLS = tuple(f"{model}:{dataset}" for model in MODELS for dataset in DATASETS)
+STUDY_IMAGE_SIZE = 448  # a multiple of 28 (patch 14 x merge 2): 256 image tokens per image
+
+
+def _base() -> ml_collections.ConfigDict:
+    path = Path(__file__).with_name("demo.py")
+    spec = importlib.util.spec_from_file_location("jaxprobe_config_demo", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def get_config(cell: str = "qwen25_vl_7b:busi") -> ml_collections.ConfigDict:
+    model, _, dataset = cell.partition(":")
+    if model not in MODELS or dataset not in DATASETS:
+        raise ValueError(f"unknown study cell {cell!r}; models: {sorted(MODELS)}; datasets: {list(DATASETS)}")
+    hub_id, family = MODELS[model]
+    config = _base()
+    config.workdir = f"runs/{model}/{dataset}"
+    config.data.name = dataset
+    config.data.config = None
+    config.model.checkpoint = hub_id
+    config.model.family = family
+    config.model.dtype = "bfloat16"
+    config.capture.image_size = STUDY_IMAGE_SIZE
+    config.capture.batch_size = 4
+    return config
