@@ -79,6 +79,9 @@ def _vision_config(model_type: str, hf) -> VisionConfig:
 def _text_config(hf, tie: bool) -> TextConfig:
     rope = hf.rope_parameters or {}
     head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
+    if sum(rope["mrope_section"]) != head_dim // 2:
+        raise ConfigError(f"rope_parameters.mrope_section {rope['mrope_section']} must sum to head_dim / 2 = "
+                          f"{head_dim // 2}; config.json is inconsistent")
     return TextConfig(vocab_size=hf.vocab_size, hidden_size=hf.hidden_size, intermediate_size=hf.intermediate_size,
                       num_layers=hf.num_hidden_layers, num_heads=hf.num_attention_heads,
                       num_kv_heads=hf.num_key_value_heads, head_dim=head_dim, rms_norm_eps=hf.rms_norm_eps,
