@@ -106,6 +106,12 @@ def cmd_parity(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from jaxprobe.report.compare import compare_runs
+
+    print(f"comparison written to {compare_runs(args.workdirs, args.out)}")
+
+
 def _add_model_commands(commands: argparse._SubParsersAction) -> None:
     convert = commands.add_parser("convert", help="convert a HF checkpoint (dir or hub id) into cached Flax params")
     convert.add_argument("src", help="checkpoint directory or hub id")
@@ -171,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
         _add_overrides(stage)
         stage.set_defaults(func=func)
     _add_model_commands(commands)
+    compare = commands.add_parser("compare", help="tables, overlay and profiles of several runs side by side")
+    compare.add_argument("workdirs", nargs="+", help="work directories of finished runs")
+    compare.add_argument("--out", required=True, help="output directory")
+    compare.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -16,8 +16,8 @@ def test_errors_are_one_line_without_traceback(tmp_path, capsys):
 def test_help_lists_only_existing_commands():
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert set(commands) == {"data", "demo", "run", "extract", "probe", "score", "tiny-checkpoint", "convert",
-                             "parity"}
+    assert set(commands) == {"data", "demo", "run", "extract", "probe", "score", "compare", "tiny-checkpoint",
+                             "convert", "parity"}
     with pytest.raises(SystemExit):
         parser.parse_args(["extract"])
 

@@ -24,8 +24,9 @@ def _args(workdir, extra=()):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
+    """The README's demo command (with smaller probe grids), end to end."""
     workdir = tmp_path_factory.mktemp("run")
-    assert main(["run", "demo", *_args(workdir)]) == 0
+    assert main(["demo", "--workdir", str(workdir), *_args(workdir)]) == 0
     return workdir
 
 
@@ -91,3 +92,17 @@ def test_unwritable_workdir_is_reported_before_work(tmp_path):
         extract_module.check_workdir(blocker / "sub", 10, {"a": 4}, 4)
     with pytest.raises(ConfigError, match="GiB"):
         extract_module.check_workdir(tmp_path, 10**12, {"a": 4096}, 4)
+
+
+def test_compare_runs(finished_run, tmp_path, capsys):
+    import shutil
+
+    other = tmp_path / "other_run"
+    shutil.copytree(finished_run, other)
+    assert main(["compare", str(finished_run), str(other), "--out", str(tmp_path / "cmp")]) == 0
+    table = pd.read_parquet(tmp_path / "cmp" / "comparison.parquet")
+    assert table.run.tolist() == [finished_run.name, "other_run"]
+    page = (tmp_path / "cmp" / "comparison.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "Verdict:" in page
+    assert main(["compare", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+    assert "jaxprobe score" in capsys.readouterr().err
