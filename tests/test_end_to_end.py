@@ -106,3 +106,26 @@ def test_compare_runs(finished_run, tmp_path, capsys):
     assert page.count("data:image/png;base64,") == 2 and "Verdict:" in page
     assert main(["compare", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert "jaxprobe score" in capsys.readouterr().err
+
+
+def test_logistic_matches_sklearn_on_tiny_model_features(finished_run):
+    """The probe reference check on real captured features (tiny model, synthetic_lesions), not only digits."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from jaxprobe.probes.fit import fit_eval
+
+    store = FeatureStore.open(finished_run / "features")
+    train = np.flatnonzero(store.index.split == "train")
+    test = np.flatnonzero(store.index.split == "test")
+    labels = store.index.label.to_numpy()
+    for site in ("vision.layer_01", "llm.layer_01.last_token"):
+        x = np.asarray(store.load(site), np.float32)
+        lam = 0.01
+        ours = fit_eval({"logistic": [lam]}, x[train][None], labels[train][None], np.ones(len(train)), x[test][None],
+                        len(store.class_names))["logistic"][0, 0, 0]
+        scaler = StandardScaler().fit(x[train])
+        model = LogisticRegression(C=1 / (lam * len(train)), tol=1e-10, max_iter=20000)
+        model.fit(scaler.transform(x[train]).astype(np.float64), labels[train])
+        reference = model.score(scaler.transform(x[test]), labels[test])
+        assert abs((ours.argmax(-1) == labels[test]).mean() - reference) <= 0.005 + 1e-9, site
