@@ -21,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from benchmarks import machine
 from jaxprobe.data.splits import kfold
 from jaxprobe.parallel import probe_mesh
+from jaxprobe.probes.engine import pad_rows
 from jaxprobe.probes.fit import fit_eval
 
 RESULTS = Path(__file__).parent / "results"
@@ -48,10 +49,13 @@ def jaxprobe_workload(features, labels, kinds, classes, mesh) -> tuple[float, di
     train, test = np.flatnonzero(train), np.flatnonzero(test)
     folds = kfold(labels[train], FOLDS, seed=0)
     grids = {kind: LAMBDAS[kind] for kind in kinds}
+    fit_size = max(len(fit) for fit, _ in folds)  # folds padded to one shape, as the engine does: one compile
+    held_size = max(len(held) for _, held in folds)
     start = time.perf_counter()
     for fit, held in folds:
-        fit_eval(grids, features[:, train[fit]], labels[train[fit]][None], np.ones(len(fit)),
-                 features[:, train[held]], classes, mesh)
+        x_fit, y_fit, mask = pad_rows(features, labels, train[fit], fit_size)
+        x_held = pad_rows(features, labels, train[held], held_size)[0]
+        fit_eval(grids, x_fit, y_fit[None], mask, x_held, classes, mesh)
     scores = fit_eval(grids, features[:, train], labels[train][None], np.ones(len(train)), features[:, test],
                       classes, mesh)
     seconds = time.perf_counter() - start

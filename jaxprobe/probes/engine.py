@@ -78,7 +78,7 @@ def check_task(task: ProbeTask) -> None:
         raise FeatureError("the test split is empty; assign some rows to 'test'")
 
 
-def _pad_rows(features: np.ndarray, labels: np.ndarray, rows: np.ndarray, size: int):
+def pad_rows(features: np.ndarray, labels: np.ndarray, rows: np.ndarray, size: int):
     """Features [S, size, D], labels [size], mask [size] of ``rows`` padded with masked zeros."""
     pad = size - len(rows)
     x = np.pad(features[:, rows], ((0, 0), (0, pad), (0, 0)))
@@ -106,7 +106,7 @@ def cross_validate(task: ProbeTask, settings: ProbeSettings, mesh: Mesh | None) 
     fit_size = max(len(fit) for fit, _ in folds)
     frames = []
     for number, (fit, held) in enumerate(folds):
-        x_fit, y_fit, mask = _pad_rows(task.features, task.labels, task.train[fit], fit_size)
+        x_fit, y_fit, mask = pad_rows(task.features, task.labels, task.train[fit], fit_size)
         x_val = task.features[:, task.train[held]]
         scores = fit_eval(grids, x_fit, y_fit[None], mask, x_val, task.num_classes, mesh, settings.max_iter)
         for kind, grid in grids.items():
