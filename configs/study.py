@@ -6,10 +6,11 @@ data.manual_dir=~/data/busi``. Hub ids are the publishers' repositories as of 20
 work with a message saying so.
 """
 
-import importlib.util
 from pathlib import Path
 
 import ml_collections
+
+from jaxprobe.config import load_config_file
 
 # name -> (hub id, architecture family as in config.json's model_type)
 MODELS = {
@@ -35,20 +36,12 @@ CELLS = tuple(f"{model}:{dataset}" for model in MODELS for dataset in DATASETS)
 STUDY_IMAGE_SIZE = 448  # a multiple of 28 (patch 14 x merge 2): 256 image tokens per image
 
 
-def _base() -> ml_collections.ConfigDict:
-    path = Path(__file__).with_name("demo.py")
-    spec = importlib.util.spec_from_file_location("jaxprobe_config_demo", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
 def get_config(cell: str = "qwen25_vl_7b:busi") -> ml_collections.ConfigDict:
     model, _, dataset = cell.partition(":")
     if model not in MODELS or dataset not in DATASETS:
         raise ValueError(f"unknown study cell {cell!r}; models: {sorted(MODELS)}; datasets: {list(DATASETS)}")
     hub_id, family = MODELS[model]
-    config = _base()
+    config = load_config_file(Path(__file__).with_name("demo.py"))
     config.workdir = f"runs/{model}/{dataset}"
     config.data.name = dataset
     config.data.config = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -13,6 +14,16 @@ import jax
 
 MANIFEST_FILE = "manifest.json"
 PACKAGES = ("jaxprobe", "jax", "flax", "optax", "transformers", "tensorflow-datasets", "numpy")
+
+
+STAGE_SECTIONS = {"extract": ("data", "split", "model", "capture"), "probe": ("probe",),
+                  "score": ("probe", "scoring", "diagnosis")}
+
+
+def settings_hash(config, stage: str) -> str:
+    """Hash of the config sections a stage depends on: a stage is up to date only if this is unchanged."""
+    sections = {key: config[key].to_dict() for key in STAGE_SECTIONS[stage]}
+    return hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def versions() -> dict[str, str]:

@@ -1,7 +1,8 @@
 """Stages of a run, driven by a config; each reads only what the previous stage left on disk.
 
-Today the pipeline has one stage, ``prepare_data``: build the dataset and split it. Extraction, probing,
-scoring and the report join it as they land.
+This module holds the first stage, ``prepare_data``: build the dataset and split it. Extraction lives in
+``jaxprobe.capture.extract``, probing in ``jaxprobe.probes.run``, scoring in ``jaxprobe.scoring.run``, and
+``jaxprobe.run`` chains them.
 """
 
 from __future__ import annotations

@@ -6,26 +6,16 @@ A stage is skipped when its output exists, is newer than its input, and was made
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 
 import ml_collections
 
 from jaxprobe.features import FEATURES_DIR, META_FILE
-from jaxprobe.manifest import read_manifest, record_stage
+from jaxprobe.manifest import read_manifest, record_stage, settings_hash
 from jaxprobe.probes.run import PROBES_FILE, run_probes, settings_from_config
 from jaxprobe.report.write import REPORT_FILE, SCORES_FILE
 from jaxprobe.scoring.run import score_workdir
-
-STAGE_SECTIONS = {"extract": ("data", "split", "model", "capture"), "probe": ("probe",),
-                  "score": ("probe", "scoring", "diagnosis")}
-
-
-def settings_hash(config: ml_collections.ConfigDict, stage: str) -> str:
-    sections = {key: config[key].to_dict() for key in STAGE_SECTIONS[stage]}
-    return hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _up_to_date(workdir: Path, stage: str, output: Path, source: Path, config) -> bool:
@@ -41,8 +31,6 @@ def run_all(config: ml_collections.ConfigDict, log=print) -> Path:
     workdir = Path(config.workdir)
     features_meta = workdir / FEATURES_DIR / META_FILE
     run_extract(config)  # resumes, and is a quick no-op when the store is complete for this config
-    record_stage(workdir, "extract", config.to_dict(), {**read_manifest(workdir)["stages"]["extract"],
-                                                         "settings": settings_hash(config, "extract")})
     probes = workdir / PROBES_FILE
     if _up_to_date(workdir, "probe", probes, features_meta, config):
         log(f"probe: up to date ({probes})")

@@ -20,7 +20,7 @@ from jaxprobe.capture.prompts import build_prompt, encode, load_processor
 from jaxprobe.capture.sites import select_sites, sites_for
 from jaxprobe.errors import ConfigError
 from jaxprobe.features import FEATURES_DIR, FeatureStoreWriter
-from jaxprobe.manifest import record_stage
+from jaxprobe.manifest import record_stage, settings_hash
 from jaxprobe.models.config import SUPPORTED_MODEL_TYPES
 from jaxprobe.models.registry import LoadedModel, load_model
 from jaxprobe.parallel import data_mesh
@@ -126,5 +126,6 @@ def run_extract(config: ml_collections.ConfigDict) -> Path:
     record_stage(workdir, "extract", config.to_dict(), {
         "seconds": round(time.perf_counter() - started, 2), "rows": len(index), "rows_written_this_run": written,
         "sites": len(sites), "checkpoint": str(checkpoint), "revision": revision,
-        "counts": prepared.summary.counts, "skipped": prepared.summary.skipped, "prompt": prompt.text})
+        "counts": prepared.summary.counts, "skipped": prepared.summary.skipped, "prompt": prompt.text,
+        "settings": settings_hash(config, "extract")})
     return workdir / FEATURES_DIR
