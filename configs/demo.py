@@ -49,6 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.probe.mlp_hidden = 256  # the study does not report its hidden size
     config.probe.mlp_epochs = 20
     config.probe.max_iter = 100  # L-BFGS iterations per logistic fit (scikit-learn's default)
+    config.probe.tol = 1e-5  # stop when L-BFGS predicts less than this relative decrease of the objective
 
     config.scoring = ml_collections.ConfigDict()
     config.scoring.kind = "logistic"  # which probe kind's curve the scores and report are built from

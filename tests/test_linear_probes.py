@@ -54,8 +54,9 @@ def test_logistic_matches_sklearn(digits, wide):
 def _objectives(x_train, y_train, lambdas):
     mask = np.ones(len(y_train), np.float32)
     (x,) = linear.standardize(x_train, mask)
-    basis, _ = linear.span_basis(x, mask)
-    _, objectives, _ = linear.logistic_path(x @ basis, y_train, mask, lambdas, x[:1] @ basis, num_classes=10)
+    basis, eigenvalues = linear.span_basis(x, mask)
+    _, objectives, _ = linear.logistic_path(x @ basis, y_train, mask, lambdas, x[:1] @ basis, num_classes=10,
+                                            eigenvalues=eigenvalues)
     return np.asarray(objectives)
 
 

@@ -16,6 +16,7 @@ from jaxprobe.data.splits import kfold
 from jaxprobe.errors import FeatureError
 from jaxprobe.probes import controls
 from jaxprobe.probes.fit import fit_eval
+from jaxprobe.probes.linear import DEFAULT_TOL
 from jaxprobe.probes.metrics import classification_metrics
 from jaxprobe.probes.mlp import MlpProtocol
 from jaxprobe.probes.mlp_rows import MLP_KIND, mlp_rows
@@ -36,6 +37,7 @@ class ProbeSettings:
     bootstrap: int = 1000
     ci_level: float = 0.95
     max_iter: int = 100  # scikit-learn's LogisticRegression default too
+    tol: float = DEFAULT_TOL  # relative predicted decrease at which a logistic fit stops (probes.lbfgs)
     mlp_seeds: tuple[int, ...] = (0,)
     mlp_hidden: int = 256
     mlp_epochs: int = 20
@@ -45,7 +47,7 @@ class ProbeSettings:
         return tuple(kind for kind in self.kinds if kind != MLP_KIND)
 
     def lambdas(self, kind: str) -> np.ndarray:
-        """The grid, largest first: logistic fits warm-start from the more regularised neighbour."""
+        """The grid, largest first (the order of rows in ``probes.parquet``)."""
         grid = self.ridge_lambdas if kind == "ridge" else self.logistic_lambdas
         return np.sort(np.asarray(grid, np.float32))[::-1]
 
@@ -108,7 +110,8 @@ def cross_validate(task: ProbeTask, settings: ProbeSettings, mesh: Mesh | None) 
     for number, (fit, held) in enumerate(folds):
         x_fit, y_fit, mask = pad_rows(task.features, task.labels, task.train[fit], fit_size)
         x_val = task.features[:, task.train[held]]
-        scores = fit_eval(grids, x_fit, y_fit[None], mask, x_val, task.num_classes, mesh, settings.max_iter)
+        scores = fit_eval(grids, x_fit, y_fit[None], mask, x_val, task.num_classes, mesh, settings.max_iter,
+                          settings.tol)
         for kind, grid in grids.items():
             frames.append(_metric_rows(task, kind, grid, scores[kind][:, 0], task.labels[task.train[held]], "val",
                                        number))
@@ -137,7 +140,7 @@ def _control_columns(task: ProbeTask, kind: str, settings: ProbeSettings, select
     if label_sets:
         x_fit, x_test = task.features[:, task.train], task.features[:, task.test]
         scores = fit_eval({kind: selected[:, None]}, x_fit, np.stack(label_sets), np.ones(len(task.train)), x_test,
-                          task.num_classes, mesh, settings.max_iter)[kind][:, :, 0]  # [S, K, M, C]
+                          task.num_classes, mesh, settings.max_iter, settings.tol)[kind][:, :, 0]  # [S, K, M, C]
         predictions = scores.argmax(-1)
         if settings.control_task:
             columns["control_accuracy"] = (predictions[:, 0] == control[task.test]).mean(-1)
@@ -156,7 +159,7 @@ def evaluate_on_test(task: ProbeTask, settings: ProbeSettings, selected: dict[st
     grids = {kind: settings.lambdas(kind) for kind in settings.linear_kinds}
     x_fit, x_test = task.features[:, task.train], task.features[:, task.test]
     all_scores = fit_eval(grids, x_fit, task.labels[task.train][None], np.ones(len(task.train)), x_test,
-                          task.num_classes, mesh, settings.max_iter)
+                          task.num_classes, mesh, settings.max_iter, settings.tol)
     frames = []
     for kind, lambdas in grids.items():
         scores = all_scores[kind][:, 0]  # [S, L, M, C]
