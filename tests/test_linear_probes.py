@@ -54,8 +54,8 @@ def test_logistic_matches_sklearn(digits, wide):
 def _objectives(x_train, y_train, lambdas):
     mask = np.ones(len(y_train), np.float32)
     (x,) = linear.standardize(x_train, mask)
-    basis, eigenvalues = linear.span_basis(x, mask)
-    _, objectives, _ = linear.logistic_path(x @ basis, y_train, mask, lambdas, x[:1] @ basis, num_classes=10,
+    z, z_eval, eigenvalues = linear.span_coordinates(x, mask, x[:1])
+    _, objectives, _ = linear.logistic_path(z, y_train, mask, lambdas, z_eval, num_classes=10,
                                             eigenvalues=eigenvalues)
     return np.asarray(objectives)
 

@@ -27,8 +27,7 @@ def _site_scores(kinds: tuple[str, ...], x_fit, labels, mask, x_eval, lambdas, n
     preconditioner (it reaches scikit-learn's optimum at small lambda, where unpreconditioned fits stop early).
     """
     x_fit, x_eval = linear.standardize(x_fit, mask, x_eval)
-    basis, eigenvalues = linear.span_basis(x_fit, mask)
-    z, z_eval = x_fit @ basis, x_eval @ basis
+    z, z_eval, eigenvalues = linear.span_coordinates(x_fit, mask, x_eval)
     scores = []
     for kind, lams in zip(kinds, lambdas, strict=True):
         if kind == "ridge":

@@ -28,18 +28,23 @@ RELATIVE_EIGEN_FLOOR = 1e-6
 DEFAULT_TOL = 1e-5
 
 
-def span_basis(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Orthonormal basis V [D, r] of the (masked, centred) rows of x [N, D] and eigenvalues s [r] of Z^T Z."""
+def span_coordinates(x: jax.Array, mask: jax.Array, x_eval: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Coordinates Z = X V [N, r] and Z_eval = X_eval V in an orthonormal eigenbasis V of the (masked, centred)
+    rows of x [N, D], and the eigenvalues s [r] of Z^T Z (zero for the null space).
+
+    N >= D: V diagonalises X^T X. N < D: with X X^T = U diag(s) U^T, V = X^T U s^-1/2 is never formed:
+    Z = U s^1/2 and Z_eval = (X_eval X^T) U s^-1/2, which saves two [N, D] x [D, N]-sized products per fit.
+    """
     x = x * mask[:, None]
     n, d = x.shape
-    if n >= d:
-        s, v = jnp.linalg.eigh(x.T @ x)
-    else:
-        s, u = jnp.linalg.eigh(x @ x.T)
-        keep = s > RELATIVE_EIGEN_FLOOR * s[-1]
-        v = (x.T @ u) * jnp.where(keep, jax.lax.rsqrt(jnp.where(keep, s, 1.0)), 0.0)
+    s, vectors = jnp.linalg.eigh(x.T @ x if n >= d else x @ x.T)
     keep = s > RELATIVE_EIGEN_FLOOR * s[-1]
-    return v * keep, jnp.where(keep, s, 0.0)
+    s = jnp.where(keep, s, 0.0)
+    if n >= d:
+        basis = vectors * keep
+        return x @ basis, x_eval @ basis, s
+    inverse_root = jnp.where(keep, jax.lax.rsqrt(jnp.where(keep, s, 1.0)), 0.0)
+    return vectors * jnp.sqrt(s), (x_eval @ x.T) @ (vectors * inverse_root), s
 
 
 def standardize(x_train: jax.Array, mask: jax.Array, *others: jax.Array) -> tuple[jax.Array, ...]:
