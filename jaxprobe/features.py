@@ -84,6 +84,10 @@ class FeatureStore:
 
     def stack(self, sites: Sequence[str], dtype=np.float32) -> np.ndarray:
         """[S, N, D] stack of equal-width sites."""
+        widths = self.sites_by_width(sites)
+        if len(widths) > 1:
+            raise FeatureError(f"sites of different widths cannot share a stack: {widths} (width: sites); "
+                               "stack each group of `sites_by_width` on its own")
         return np.stack([np.asarray(self.load(site), dtype=dtype) for site in sites])
 
 

@@ -49,6 +49,8 @@ def test_store_is_plain_numpy_and_resumes_exactly(tmp_path):
     assert meta["sites"]["vision.layer_00"]["dim"] == 8
     store = FeatureStore.open(tmp_path / "a")
     assert store.sites_by_width() == {8: ["vision.layer_00"], 16: ["llm.layer_00.last_token"]}
+    with pytest.raises(FeatureError, match="different widths cannot share a stack"):
+        store.stack(store.sites)
     assert store.index.id.tolist() == index.id.tolist()
 
 

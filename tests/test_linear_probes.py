@@ -9,7 +9,7 @@ from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.preprocessing import StandardScaler
 
-from jaxprobe.errors import FeatureError
+from jaxprobe.errors import DatasetError, FeatureError
 from jaxprobe.parallel import probe_mesh
 from jaxprobe.probes import linear
 from jaxprobe.probes.engine import ProbeSettings, ProbeTask, probe_task
@@ -140,6 +140,19 @@ def test_bad_inputs_are_refused():
                           task.test, 3)
     with pytest.raises(FeatureError, match="only class"):
         probe_task(one_class, ProbeSettings())
+    no_train_rows = task.labels.copy()
+    no_train_rows[task.train[no_train_rows[task.train] == 2]] = 1  # class 2 only in the test rows
+    absent = ProbeTask(task.sites, task.features, no_train_rows, task.groups, task.train, task.test, 3)
+    with pytest.raises(FeatureError, match=r"classes \[2\] have no training rows"):
+        probe_task(absent, ProbeSettings())
+    with pytest.raises(DatasetError, match="fewer than 5 groups"):  # a class too rare to appear in every fold
+        rare = task.labels.copy()
+        rare[task.train] = np.where(np.arange(len(task.train)) < 4, 2, task.labels[task.train] % 2)
+        probe_task(ProbeTask(task.sites, task.features, rare, task.groups, task.train, task.test, 3),
+                   ProbeSettings())
+    mixed = ProbeTask(task.sites[:1], task.features, task.labels, task.groups, task.train, task.test, 3)
+    with pytest.raises(FeatureError, match="one \\[sites, rows, width\\] stack"):
+        probe_task(mixed, ProbeSettings())
 
 
 def test_mlp_kind_through_the_engine():

@@ -1,7 +1,8 @@
 """Model selection and evaluation for stacks of sites: k-fold on train, refit, test, controls -> rows.
 
 Input checks live here too, because a probe on bad input returns a number that looks fine: NaN/inf features,
-a single-class training split and stacks of mixed widths are refused with what to do about them.
+a single-class training split, a class with no training rows and stacks of mixed widths are refused with what
+to do about them (a class with fewer training rows or patients than folds is refused by ``kfold``).
 """
 
 from __future__ import annotations
@@ -73,9 +74,16 @@ def check_task(task: ProbeTask) -> None:
         bad_rows = np.flatnonzero(~finite.all(axis=0))
         raise FeatureError(f"NaN/inf features at sites {bad_sites[:5]} for rows {bad_rows[:10].tolist()}; "
                            "re-extract them (a float16 store can overflow: use float32) or drop those rows")
+    if task.features.ndim != 3 or task.features.shape[0] != len(task.sites):
+        raise FeatureError(f"features must be one [sites, rows, width] stack for {len(task.sites)} sites, got shape "
+                           f"{task.features.shape}; stack each width group on its own")
     present = np.unique(task.labels[task.train])
     if len(present) < 2:
         raise FeatureError(f"the training split holds only class {present.tolist()}; probing needs two or more")
+    absent = sorted(set(range(task.num_classes)) - set(present.tolist()))
+    if absent:
+        raise FeatureError(f"classes {absent} have no training rows, so no probe can learn them and test metrics "
+                           "would count them as always wrong; move some of their rows to 'train' or drop the class")
     if len(task.test) == 0:
         raise FeatureError("the test split is empty; assign some rows to 'test'")
 
