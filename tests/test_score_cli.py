@@ -20,7 +20,7 @@ def _store(path, n: int = 90, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 3
     index = pd.DataFrame({"row": np.arange(n), "id": [f"i{k}" for k in range(n)], "label": labels,
-                          "split": np.where(np.arange(n) % 3 == 0, "test", "train"),
+                          "split": np.where((np.arange(n) // 3) % 3 == 0, "test", "train"),  # whole patients
                           "group": [f"p{k // 3}" for k in range(n)]})
     strengths = np.linspace(2.0, 0.5, len(SITES))
     features = {site: (rng.normal(size=(n, 6)) + s * np.eye(3, 6)[labels]).astype(np.float32)

@@ -30,7 +30,8 @@ LINE_SEARCH_STEPS = 12
 ARMIJO = 1e-4
 CURVATURE_FLOOR = 1e-10
 # In the interpolation regime (lambda so small that the training rows are separable) the objective is tiny and
-# its decrease stalls long before the optimum; accuracy there is unaffected, the objective can be off by ~2x.
+# its decrease stalls before the optimum: with the eigenbasis preconditioner, measured within 5% of a tight solve
+# at lambda = 1e-5 (accuracy unaffected), and within 1e-3 relative for lambda >= 1e-3.
 RELATIVE_PROGRESS = 1e-7
 PROGRESS_SCALE_FLOOR = 1e-2
 
