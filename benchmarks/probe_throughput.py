@@ -24,10 +24,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from benchmarks import machine
-from jaxprobe.data.splits import kfold
 from jaxprobe.parallel import probe_mesh
 from jaxprobe.probes.engine import pad_rows
 from jaxprobe.probes.fit import fit_eval
+from jaxprobe.stats.folds import kfold
 
 RESULTS = Path(__file__).parent / "results"
 LAMBDAS = {"ridge": np.logspace(4, -2, 16).astype(np.float32), "logistic": np.logspace(0, -5, 16).astype(np.float32)}

@@ -67,7 +67,8 @@ def _run_config(name: str, overrides: list[str]) -> None:
 
 def cmd_probe(args: argparse.Namespace) -> None:
     from jaxprobe.config import load_config
-    from jaxprobe.probes.run import PROBES_FILE, run_probes, settings_from_config
+    from jaxprobe.probes.run import run_probes, settings_from_config
+    from jaxprobe.workdir import PROBES_FILE
 
     config = load_config(args.config, args.set)
     rows = run_probes(args.workdir, settings_from_config(config.probe))
@@ -78,9 +79,11 @@ def cmd_probe(args: argparse.Namespace) -> None:
 
 def cmd_score(args: argparse.Namespace) -> None:
     from jaxprobe.config import load_config
+    from jaxprobe.report.write import report_workdir
     from jaxprobe.scoring.run import score_workdir
 
-    report = score_workdir(args.workdir, load_config(args.config, args.set))
+    score_workdir(args.workdir, load_config(args.config, args.set))
+    report = report_workdir(args.workdir)
     print(f"report written to {report}")
 
 

@@ -24,7 +24,6 @@ import pandas as pd
 
 from jaxprobe.errors import ConfigError, FeatureError
 
-FEATURES_DIR = "features"  # inside a work directory
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
 INDEX_FILE = "index.parquet"

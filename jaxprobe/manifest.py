@@ -12,7 +12,8 @@ from typing import Any
 
 import jax
 
-MANIFEST_FILE = "manifest.json"
+from jaxprobe.workdir import MANIFEST_FILE
+
 PACKAGES = ("jaxprobe", "jax", "flax", "optax", "transformers", "tensorflow-datasets", "numpy")
 
 

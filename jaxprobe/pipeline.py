@@ -17,8 +17,7 @@ import pandas as pd
 
 from jaxprobe import data
 from jaxprobe.data import splits
-
-SPLIT_FILE = "split.json"
+from jaxprobe.workdir import SPLIT_FILE
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import ml_collections
 
-from jaxprobe.features import FEATURES_DIR, META_FILE
+from jaxprobe.features import META_FILE
 from jaxprobe.manifest import read_manifest, record_stage, settings_hash
-from jaxprobe.probes.run import PROBES_FILE, run_probes, settings_from_config
-from jaxprobe.report.write import REPORT_FILE, SCORES_FILE
+from jaxprobe.probes.run import run_probes, settings_from_config
+from jaxprobe.report.write import report_workdir
 from jaxprobe.scoring.run import score_workdir
+from jaxprobe.workdir import FEATURES_DIR, PROBES_FILE, REPORT_FILE, SCORES_FILE
 
 
 def _up_to_date(workdir: Path, stage: str, output: Path, source: Path, config) -> bool:
@@ -45,7 +46,8 @@ def run_all(config: ml_collections.ConfigDict, log=print) -> Path:
         log(f"score: up to date ({report})")
         return report
     started = time.perf_counter()
-    report = score_workdir(workdir, config)
+    score_workdir(workdir, config)
+    report = report_workdir(workdir)
     record_stage(workdir, "score", config.to_dict(), {"seconds": round(time.perf_counter() - started, 2),
                                                       "settings": settings_hash(config, "score")})
     return report

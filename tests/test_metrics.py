@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from jaxprobe.probes.metrics import classification_metrics, expected_calibration_error, softmax
+from jaxprobe.stats.calibration import expected_calibration_error
+from jaxprobe.stats.metrics import classification_metrics, softmax
 
 
 @pytest.mark.parametrize("classes", [2, 3, 5])
@@ -41,3 +42,13 @@ def test_decision_values_have_no_probabilistic_metrics():
     values = classification_metrics(np.random.default_rng(0).normal(size=(5, 2)), np.array([0, 1, 0, 1, 1]), 2,
                                     probabilistic=False)
     assert np.isnan(values["log_loss"]) and np.isnan(values["ece"]) and 0 <= values["auroc"] <= 1
+
+
+def test_top_label_ece_equals_the_probability_form():
+    from jaxprobe.stats.calibration import top_label_ece
+
+    rng = np.random.default_rng(0)
+    probs = softmax(rng.normal(size=(4, 50, 3)) * 2)
+    labels = rng.integers(0, 3, 50)
+    expected = expected_calibration_error(probs, labels)
+    assert top_label_ece(probs.max(-1), probs.argmax(-1) == labels) == pytest.approx(expected)

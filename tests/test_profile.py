@@ -36,3 +36,19 @@ def test_profile_and_answer():
     assert flagged["semantic-mapping misalignment"] and not flagged["connector projection fidelity"]
     assert scores["curve"][-1]["site"] == "answer"
     json.dumps(scores)  # everything is JSON-serialisable for scores.json
+
+
+def test_answer_ece_with_three_classes_by_hand():
+    """Top-label ECE from (p, correct): 10 answers at p = 0.4 with 2 right, 10 at p = 0.6 with 8 right.
+
+    By hand: bin 0.4 has |0.4 - 0.2| = 0.2, bin 0.6 has |0.6 - 0.8| = 0.2, so ECE = (10 * 0.2 + 10 * 0.2) / 20 = 0.2.
+    A [p, 1 - p] two-column rebuild puts both groups in the 0.6 bin, where the gaps cancel to 0.
+    """
+    labels = np.arange(20) % 3
+    right = np.r_[np.arange(10) < 2, np.arange(10) < 8]
+    index = pd.DataFrame({"row": np.arange(20), "id": [f"i{k}" for k in range(20)], "label": labels,
+                          "split": "test", "group": "g", "answer_pred": np.where(right, labels, (labels + 1) % 3),
+                          "answer_prob": np.r_[np.full(10, 0.4), np.full(10, 0.6)]})
+    from jaxprobe.scoring.profile import answer_calibration
+
+    assert answer_calibration(index)["ece"] == pytest.approx(0.2)

@@ -8,6 +8,7 @@ import pytest
 
 from jaxprobe.data import splits
 from jaxprobe.errors import DatasetError
+from jaxprobe.stats.folds import kfold
 
 
 def _dataset(n_groups: int = 60, seed: int = 0) -> pd.DataFrame:
@@ -63,7 +64,7 @@ def test_stratified_split_leaks_patients_that_grouped_keeps_apart():
 @pytest.mark.parametrize("grouped", [False, True])
 def test_kfold_partitions_and_respects_groups(grouped):
     index = _dataset()
-    folds = splits.kfold(index.label.to_numpy(), 5, seed=0, groups=index.group.to_numpy() if grouped else None)
+    folds = kfold(index.label.to_numpy(), 5, seed=0, groups=index.group.to_numpy() if grouped else None)
     held = np.concatenate([held for _, held in folds])
     assert len(folds) == 5 and np.array_equal(np.sort(held), np.arange(len(index)))
     for train, held_out in folds:

@@ -19,7 +19,7 @@ from jaxprobe.capture.loop import extract_into
 from jaxprobe.capture.prompts import build_prompt, encode, load_processor
 from jaxprobe.capture.sites import select_sites, sites_for
 from jaxprobe.errors import ConfigError
-from jaxprobe.features import FEATURES_DIR, FeatureStoreWriter
+from jaxprobe.features import FeatureStoreWriter
 from jaxprobe.manifest import record_stage, settings_hash
 from jaxprobe.models.config import SUPPORTED_MODEL_TYPES
 from jaxprobe.models.registry import LoadedModel, load_model
@@ -27,6 +27,7 @@ from jaxprobe.parallel import data_mesh
 from jaxprobe.pipeline import PreparedData, data_dir_of, prepare_data
 from jaxprobe.weights.hub import resolve_source
 from jaxprobe.weights.tiny import write_tiny_checkpoint
+from jaxprobe.workdir import FEATURES_DIR
 
 TINY_PREFIX = "tiny:"
 DISK_MARGIN = 1.2  # ask for 20% more free space than the feature arrays need

@@ -1,7 +1,7 @@
-"""Train/val/test and k-fold indices: seeded, stratified, optionally patient-grouped, or the official ones.
+"""Train/val/test indices: seeded, stratified, optionally patient-grouped, or the official ones.
 
 Everything is built on scikit-learn's ``model_selection`` splitters. Grouped variants guarantee that no group
-(patient) lands in two splits or two folds, the leakage that inflates accuracy on BUSI and COVID19-CT.
+(patient) lands in two splits, the leakage that inflates accuracy on BUSI and COVID19-CT.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from jaxprobe.errors import DatasetError
+from jaxprobe.stats.folds import check_class_counts
 
 SPLIT_NAMES = ("train", "val", "test")
 STRATEGIES = ("stratified", "grouped", "official")
@@ -25,19 +26,11 @@ def _check_fractions(val_fraction: float, test_fraction: float) -> None:
         raise DatasetError(f"need 0 <= val < 1, 0 < test < 1 and val + test < 1; got {val_fraction}, {test_fraction}")
 
 
-def _check_classes(labels: np.ndarray, minimum: int, what: str) -> None:
-    values, counts = np.unique(labels, return_counts=True)
-    small = {int(v): int(c) for v, c in zip(values, counts, strict=True) if c < minimum}
-    if small:
-        raise DatasetError(f"classes {small} (label: count) have fewer than {minimum} {what}; "
-                           "use fewer folds/splits, merge or drop those classes")
-
-
 def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> Indices:
     """Class-stratified random train/val/test indices (sorted)."""
     _check_fractions(val_fraction, test_fraction)
     labels = np.asarray(labels)
-    _check_classes(labels, 3 if val_fraction else 2, "samples")
+    check_class_counts(labels, 3 if val_fraction else 2, "samples")
     everything = np.arange(len(labels))
     rest, test = train_test_split(everything, test_size=test_fraction, stratify=labels, random_state=seed)
     val = np.array([], dtype=int)
@@ -52,7 +45,7 @@ def _group_holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, seed
     n_splits = max(2, round(1 / fraction))
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "least populated class" is reported by _check_classes
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class" is reported by check_class_counts
         keep, held = next(splitter.split(np.zeros(len(labels)), labels, groups))
     return keep, held
 
@@ -63,7 +56,7 @@ def grouped_split(labels: np.ndarray, groups: np.ndarray, val_fraction: float, t
     _check_fractions(val_fraction, test_fraction)
     labels, groups = np.asarray(labels), np.asarray(groups)
     group_labels = pd.Series(labels).groupby(groups).first()
-    _check_classes(group_labels.to_numpy(), 3 if val_fraction else 2, "groups (patients)")
+    check_class_counts(group_labels.to_numpy(), 3 if val_fraction else 2, "groups (patients)")
     rest, test = _group_holdout(labels, groups, test_fraction, seed)
     val = np.array([], dtype=int)
     if val_fraction:
@@ -80,24 +73,6 @@ def official_split(split_column: np.ndarray) -> Indices:
         raise DatasetError(f"this dataset has no official train/test split (it has {sorted(present)}); "
                            "use the 'stratified' or 'grouped' strategy")
     return {name: np.flatnonzero(split_column == name) for name in SPLIT_NAMES}
-
-
-Folds = list[tuple[np.ndarray, np.ndarray]]
-
-
-def kfold(labels: np.ndarray, n_folds: int, seed: int, groups: np.ndarray | None = None) -> Folds:
-    """Stratified (group) k-fold ``(train, held_out)`` index pairs, for model selection inside a train split."""
-    labels = np.asarray(labels)
-    if groups is None:
-        _check_classes(labels, n_folds, "samples for that many folds")
-        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-        return list(splitter.split(np.zeros(len(labels)), labels))
-    group_labels = pd.Series(labels).groupby(np.asarray(groups)).first()
-    _check_classes(group_labels.to_numpy(), n_folds, "groups for that many folds")
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return list(splitter.split(np.zeros(len(labels)), labels, groups))
 
 
 def check_strategy(strategy: str, val_fraction: float, test_fraction: float) -> None:

@@ -13,14 +13,15 @@ import numpy as np
 import pandas as pd
 from jax.sharding import Mesh
 
-from jaxprobe.data.splits import kfold
 from jaxprobe.errors import FeatureError
 from jaxprobe.probes import controls
 from jaxprobe.probes.fit import fit_eval
 from jaxprobe.probes.linear import DEFAULT_TOL
-from jaxprobe.probes.metrics import classification_metrics
 from jaxprobe.probes.mlp import MlpProtocol
 from jaxprobe.probes.mlp_rows import MLP_KIND, mlp_rows
+from jaxprobe.stats.folds import kfold
+from jaxprobe.stats.metrics import classification_metrics
+from jaxprobe.stats.resampling import bootstrap_interval, permutation_p_value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,9 +155,9 @@ def _control_columns(task: ProbeTask, kind: str, settings: ProbeSettings, select
             columns["control_accuracy"] = (predictions[:, 0] == control[task.test]).mean(-1)
             predictions = predictions[:, 1:]
         null = (predictions == test_labels).mean(-1)  # [S, P]
-        columns["perm_p"] = controls.permutation_p_value(accuracy, null)
+        columns["perm_p"] = permutation_p_value(accuracy, null)
     columns["selectivity"] = accuracy - columns["control_accuracy"]
-    columns["ci_low"], columns["ci_high"] = controls.bootstrap_interval(correct, settings.bootstrap,
+    columns["ci_low"], columns["ci_high"] = bootstrap_interval(correct, settings.bootstrap,
                                                                        settings.ci_level, rng)
     return columns
 

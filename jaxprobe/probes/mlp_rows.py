@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 from jax.sharding import Mesh
 
-from jaxprobe.probes.controls import bootstrap_interval
-from jaxprobe.probes.metrics import classification_metrics
 from jaxprobe.probes.mlp import MlpProtocol, fit_mlp_probes
+from jaxprobe.stats.metrics import classification_metrics
+from jaxprobe.stats.resampling import bootstrap_interval
 
 MLP_KIND = "mlp"
 

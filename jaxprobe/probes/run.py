@@ -9,11 +9,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from jaxprobe.features import FEATURES_DIR, FeatureStore
+from jaxprobe.features import FeatureStore
 from jaxprobe.parallel import probe_mesh
 from jaxprobe.probes.engine import ProbeSettings, ProbeTask, probe_task
-
-PROBES_FILE = "probes.parquet"
+from jaxprobe.workdir import FEATURES_DIR, PROBES_FILE
 
 
 def settings_from_config(section: ml_collections.ConfigDict) -> ProbeSettings:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from jaxprobe.errors import FeatureError
 from jaxprobe.report import html, plots
-from jaxprobe.report.write import SCORES_FILE, SUMMARY_FILE
+from jaxprobe.workdir import SCORES_FILE, SUMMARY_FILE
 
 
 def load_runs(workdirs: list[str | Path]) -> dict[str, tuple[dict, pd.DataFrame]]:

@@ -1,4 +1,4 @@
-"""Write a run's report files: scores.json, summary.parquet, curve.png, profile.png, report.html."""
+"""Write a run's report files from its scores.json: summary.parquet, curve.png, profile.png, report.html."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from jaxprobe.report import html, plots
-
-SCORES_FILE = "scores.json"
-SUMMARY_FILE = "summary.parquet"
-REPORT_FILE = "report.html"
+from jaxprobe.workdir import REPORT_FILE, SCORES_FILE, SUMMARY_FILE
 
 
 def summary_table(name: str, scores: dict) -> pd.DataFrame:
@@ -24,10 +21,16 @@ def summary_table(name: str, scores: dict) -> pd.DataFrame:
     return pd.DataFrame([row])
 
 
+def report_workdir(workdir: str | Path, name: str | None = None) -> Path:
+    """The report of a scored work directory (its scores.json); returns the path of report.html."""
+    workdir = Path(workdir)
+    scores = json.loads((workdir / SCORES_FILE).read_text())
+    return write_report(workdir, name or workdir.name, scores, len(scores["class_names"]))
+
+
 def write_report(workdir: str | Path, name: str, scores: dict, num_classes: int) -> Path:
     """All report files of one run into ``workdir``; returns the path of report.html."""
     workdir = Path(workdir)
-    (workdir / SCORES_FILE).write_text(json.dumps(scores, indent=1))
     summary_table(name, scores).to_parquet(workdir / SUMMARY_FILE, index=False)
     curve = pd.DataFrame(scores["curve"])
     curve_png = plots.curve_figure(curve, f"{name} ({scores['kind']} probes)", chance=1 / num_classes)

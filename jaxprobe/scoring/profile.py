@@ -11,11 +11,11 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from jaxprobe.probes.controls import bootstrap_interval
-from jaxprobe.probes.metrics import expected_calibration_error
 from jaxprobe.scoring.curves import ANSWER_SITE, module_curve, selected_curve
 from jaxprobe.scoring.diagnosis import Thresholds, diagnose
 from jaxprobe.scoring.fhs import DEFAULT_LAMBDA, module_health, retention
+from jaxprobe.stats.calibration import top_label_ece
+from jaxprobe.stats.resampling import bootstrap_interval
 
 OVERCONFIDENT = 0.9  # an answer given with at least this probability counts as confident
 
@@ -34,8 +34,7 @@ def answer_calibration(index: pd.DataFrame) -> dict[str, float]:
     test = index[index["split"] == "test"]
     probability = test["answer_prob"].to_numpy(float)
     correct = test["answer_pred"].to_numpy() == test["label"].to_numpy()
-    as_binary = np.stack([probability, 1 - probability], -1)  # top-label ECE needs only p(top) and correctness
-    ece = float(expected_calibration_error(as_binary, np.where(correct, 0, 1)))
+    ece = float(top_label_ece(probability, correct))
     confident = probability >= OVERCONFIDENT
     wrong_rate = float((confident & ~correct).sum() / max(confident.sum(), 1))
     return {"ece": ece, "confident_wrong_rate": wrong_rate, "confident_answers": int(confident.sum())}

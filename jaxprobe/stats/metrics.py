@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-ECE_BINS = 15
+from jaxprobe.stats.calibration import expected_calibration_error
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
@@ -62,15 +62,6 @@ def log_loss(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     picked = np.take_along_axis(probs, np.broadcast_to(labels[:, None], (*probs.shape[:-1], 1)), -1)[..., 0]
     return -np.log(np.clip(picked, 1e-15, 1.0)).mean(-1)
 
-
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
-    """Top-label ECE with equal-width confidence bins."""
-    confidence = probs.max(-1)
-    correct = probs.argmax(-1) == labels
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
-    onehot = np.eye(bins)[which]  # [..., M, B]
-    gap = np.abs((onehot * confidence[..., None]).sum(-2) - (onehot * correct[..., None]).sum(-2))
-    return gap.sum(-1) / labels.shape[0]
 
 
 def classification_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int,
