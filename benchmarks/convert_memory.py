@@ -53,18 +53,19 @@ def child(checkpoint: Path, cache_root: Path) -> None:
     with contextlib.suppress(ImportError):  # transformers' config classes import torch when it is installed
         import torch  # noqa: F401  (185 MiB of library, not conversion)
 
-    from jaxprobe.models.registry import family_for
-    from jaxprobe.weights.cache import load_or_convert, read_config
+    from jaxprobe.families.loading import converter_for
+    from jaxprobe.weights.cache import load_or_convert
     from jaxprobe.weights.loader import load_params
+    from jaxprobe.weights.reader import read_config_json
 
     jax.numpy.zeros(1).block_until_ready()
     baseline = psutil.Process().memory_info().rss  # current, not peak: transient import peaks are not a baseline
-    keymap, abstract = family_for(read_config(checkpoint))
+    converter = converter_for(read_config_json(checkpoint))
     label = "qwen2_5_vl keymap"
     start = time.perf_counter()
-    result = load_or_convert(
-        checkpoint, cache_root, "float32", lambda: load_params(checkpoint, keymap, abstract, "float32")
-    )
+    result = load_or_convert(checkpoint, cache_root, "float32",
+                             lambda: load_params(checkpoint, converter.keymap, converter.abstract_params, "float32"),
+                             converter.version)
     jax.block_until_ready(result.params)
     seconds = time.perf_counter() - start
     print(json.dumps({"baseline_rss": baseline, "peak_rss": peak_rss_bytes(), "seconds": seconds, "keymap": label}))
@@ -82,8 +83,8 @@ def run_child(checkpoint: Path, cache_root: Path) -> dict:
 
 
 def measure(workdir: Path, text_layers: int) -> dict:
+    from jaxprobe.families.qwen_vl.tiny import write_tiny_checkpoint
     from jaxprobe.weights.reader import SINGLE_FILE
-    from jaxprobe.weights.tiny import write_tiny_checkpoint
 
     checkpoint = write_tiny_checkpoint(
         FAMILY, workdir / "ckpt", seed=0, text={**TEXT_SIZES, "num_hidden_layers": text_layers}, vision=VISION_SIZES

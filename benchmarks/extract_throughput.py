@@ -27,29 +27,30 @@ TEXT = {"vocab_size": 16384, "hidden_size": 768, "intermediate_size": 2048, "num
 VISION = {"depth": 12, "hidden_size": 512, "intermediate_size": 1376, "num_heads": 8, "window_size": 64,
           "fullatt_block_indexes": [3, 7, 11]}
 IMAGE_SIZE, BATCH, BATCHES, QUICK_BATCHES = 224, 4, 8, 2
+QUESTION = "Which of the following best describes this medical image?\n{options}\nAnswer with the option's letter."
 FOUR_SITES = ["vision.layer_00", "connector.output", "llm.layer_00.image_mean", "llm.layer_11.last_token"]
 
 
 def _batches(checkpoint: Path, count: int):
-    from jaxprobe.capture.prompts import build_prompt, encode, load_processor
     from jaxprobe.data.synthetic import SyntheticSpec, render_image
+    from jaxprobe.families.registry import family_of
 
-    processor = load_processor(checkpoint)
-    prompt = build_prompt(processor, ["normal", "benign", "malignant"])
+    processor = family_of(checkpoint).processor(checkpoint)
+    prompt = processor.prompt(["normal", "benign", "malignant"], QUESTION)
     spec = SyntheticSpec(image_size=IMAGE_SIZE)
-    batches = [encode(processor, prompt, [render_image(spec, b * BATCH + i, i, i % 3) for i in range(BATCH)])
+    batches = [processor.encode(prompt, [render_image(spec, b * BATCH + i, i, i % 3) for i in range(BATCH)])
                for b in range(count + 1)]  # the first batch warms up (compiles) and is not timed
     return prompt, batches
 
 
 def run_jaxprobe(checkpoint: Path, count: int, sites: list[str]) -> dict:
-    from jaxprobe.capture.forward import PooledForward, sown_names
+    from jaxprobe.capture.forward import PooledForward, sown_shapes
     from jaxprobe.capture.sites import select_sites, sites_for
-    from jaxprobe.models.registry import load_model
+    from jaxprobe.families.loading import load_model
 
     prompt, batches = _batches(checkpoint, count)
-    loaded = load_model(checkpoint)
-    chosen = select_sites(sites_for(sown_names(loaded.config)), sites)
+    loaded = load_model(checkpoint, cache_dir=False)
+    chosen = select_sites(sites_for(sown_shapes(loaded.family, loaded.config)), sites)
     forward = PooledForward(loaded, chosen, prompt.option_token_ids, None)
     forward(batches[0])
     start = time.perf_counter()
@@ -63,17 +64,18 @@ def run_torch(checkpoint: Path, count: int) -> dict:
     import torch
     from transformers import AutoModelForImageTextToText
 
+    from jaxprobe.families.qwen_vl.reference import torch_inputs
+
     torch.set_num_threads(2)
     _, batches = _batches(checkpoint, count)
     model = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype="float32").eval()
-    keys = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
 
     def one(batch):
         with torch.no_grad():
-            out = model(**{k: torch.from_numpy(batch[k]) for k in keys}, output_hidden_states=True)
-        mask = torch.from_numpy(batch["image_mask"]).float()[..., None]
+            out = model(**torch_inputs(batch), output_hidden_states=True)
+        mask = torch.from_numpy(np.asarray(batch.image_mask)).float()[..., None]
         rows = torch.arange(len(mask))
-        last = torch.from_numpy(batch["last_index"])
+        last = torch.from_numpy(np.asarray(batch.last_index)).long()
         return [((h * mask).sum(1) / mask.sum(1), h[rows, last]) for h in out.hidden_states[1:]]
 
     one(batches[0])
@@ -99,7 +101,7 @@ def main() -> None:
     if args.child:
         child(args.child[0], Path(args.child[1]), int(args.child[2]))
         return
-    from jaxprobe.weights.tiny import write_tiny_checkpoint
+    from jaxprobe.families.qwen_vl.tiny import write_tiny_checkpoint
 
     count = QUICK_BATCHES if args.quick else BATCHES
     with tempfile.TemporaryDirectory() as tmp:

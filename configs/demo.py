@@ -20,10 +20,18 @@ def get_config() -> ml_collections.ConfigDict:
     config.split.seed = 0
 
     config.model = ml_collections.ConfigDict()
-    config.model.checkpoint = "tiny:qwen2_5_vl"  # a directory, a hub id, or tiny:<family> (written offline)
-    config.model.family = "qwen2_5_vl"  # the architecture (config.json's model_type), checked before any work
+    config.model.checkpoint = "tiny:qwen2_5_vl"  # a directory, a hub id, or tiny:<model_type> (written offline)
+    # config.json's model_type; None: read from the checkpoint. Set, it is checked against the checkpoint, and an
+    # unsupported one is refused before any work (configs/study.py sets it for every study model).
+    config.model.family = ml_collections.config_dict.placeholder(str)
     config.model.revision = ml_collections.config_dict.placeholder(str)  # pin a hub revision
     config.model.dtype = "float32"  # or bfloat16
+    config.model.cache = True  # keep converted params (orbax) so later runs skip reading the safetensors
+    config.model.cache_dir = ml_collections.config_dict.placeholder(str)  # None: $JAXPROBE_CACHE_DIR or ~/.cache
+
+    config.mesh = ml_collections.ConfigDict()  # extraction devices: data x model (params split over model)
+    config.mesh.data = ml_collections.config_dict.placeholder(int)  # None: every device not on the model axis
+    config.mesh.model = 1
 
     config.capture = ml_collections.ConfigDict()
     config.capture.sites = ("*",)  # globs over site names, e.g. ("vision.*", "llm.*.last_token")

@@ -88,17 +88,30 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_tiny_checkpoint(args: argparse.Namespace) -> None:
-    from jaxprobe.weights.tiny import write_tiny_checkpoint
+    from jaxprobe.families.registry import family_for_model_type
 
-    print(f"tiny {args.family} checkpoint written to {write_tiny_checkpoint(args.family, args.out, args.seed)}")
+    out = family_for_model_type(args.model_type).tiny_checkpoint(Path(args.out), args.model_type, args.seed)
+    print(f"tiny {args.model_type} checkpoint written to {out}")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from jaxprobe.models.registry import family_for
+    from jaxprobe.families.loading import converter_for
     from jaxprobe.weights.cache import convert_checkpoint
 
-    result = convert_checkpoint(args.src, args.out, args.dtype, family_for=family_for, revision=args.revision)
+    result = convert_checkpoint(args.src, args.out, args.dtype, converter_for=converter_for, revision=args.revision)
     print(f"{'cache hit' if result.hit else 'converted'}: {result.entry}")
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from jaxprobe.families.registry import models_table
+
+    table = models_table()
+    if args.json:
+        print(json.dumps(table, indent=1))
+        return
+    for entry in table:
+        print(f"{entry['family']:10s} model_types: {', '.join(entry['model_types'])}")
+        print(f"{'':10s} study models: {', '.join(entry['study_models']) or '-'}")
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
@@ -126,11 +139,16 @@ def _add_model_commands(commands: argparse._SubParsersAction) -> None:
     parity.add_argument("src", help="checkpoint directory")
     parity.add_argument("--atol", type=float, default=1e-4, help="max abs difference allowed at any site")
     parity.set_defaults(func=cmd_parity)
+    from jaxprobe.families.registry import supported_model_types
+
     tiny = commands.add_parser("tiny-checkpoint", help="write a tiny random HF-format checkpoint (offline, no torch)")
-    tiny.add_argument("family", choices=["qwen2_vl", "qwen2_5_vl"])
+    tiny.add_argument("model_type", choices=supported_model_types(), help="config.json model_type to write")
     tiny.add_argument("--out", required=True, help="output directory")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=cmd_tiny_checkpoint)
+    models = commands.add_parser("models", help="supported model families, their model_types and study models")
+    models.add_argument("--json", action="store_true", help="print the table as JSON")
+    models.set_defaults(func=cmd_models)
 
 
 def _add_data_commands(commands: argparse._SubParsersAction) -> None:

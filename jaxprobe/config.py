@@ -44,6 +44,15 @@ def load_config_file(path: Path, argument: str | None = None) -> ml_collections.
         raise ConfigError(f"config {path.stem}:{argument}: {error}") from error
 
 
+def load_study_models() -> dict[str, tuple[str, str]]:
+    """configs/study.py's MODELS: study model name -> (hub id, config.json model_type)."""
+    path = find_config("study")
+    spec = importlib.util.spec_from_file_location("jaxprobe_config_study", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return dict(module.MODELS)
+
+
 def parse_value(text: str):
     """Python literal if it parses (``3``, ``0.1``, ``[1, 2]``, ``None``, ``True``), else the raw string."""
     try:

@@ -14,6 +14,7 @@ flushed, so a killed writer resumes at the first unfinished chunk and ends with 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,52 @@ def site_file(site: str) -> str:
     return f"{site}.npy"
 
 
+def settings_fingerprint(settings: Mapping) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _flat(settings: Mapping | None, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in (settings or {}).items():
+        if isinstance(value, Mapping):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def describe_difference(old: Mapping, new: Mapping) -> str:
+    """The settings (or sites) in which two stores' metas differ, for a refusal message."""
+    before, after = _flat(old.get("settings")), _flat(new.get("settings"))
+    changed = [f"{key}: {before.get(key)!r} -> {after.get(key)!r}" for key in sorted(set(before) | set(after))
+               if before.get(key) != after.get(key)]
+    if old.get("sites") != new.get("sites"):
+        changed.append(f"sites: {len(old.get('sites') or {})} -> {len(new.get('sites') or {})} selected")
+    return "; ".join(changed[:6]) or f"fingerprint {old.get('fingerprint')} vs {new.get('fingerprint')}"
+
+
+def assign_split(path: str | Path, split: Sequence[str]) -> bool:
+    """Rewrite a store's ``split`` column (features do not depend on the split); True if it changed.
+
+    meta.json records a hash of the assignment, so stages that read the split (probes) see the store as new.
+    """
+    path = Path(path)
+    index = pd.read_parquet(path / INDEX_FILE)
+    split = np.asarray(split, dtype=object)
+    if len(split) != len(index):
+        raise FeatureError(f"{path} has {len(index)} rows but the split assigns {len(split)}; extract again")
+    if (index["split"].to_numpy(dtype=object) == split).all():
+        return False
+    index["split"] = split
+    temporary = path / (INDEX_FILE + ".tmp")
+    index.to_parquet(temporary, index=False)
+    os.replace(temporary, path / INDEX_FILE)
+    meta = json.loads((path / META_FILE).read_text())
+    meta["split"] = hashlib.sha256("\n".join(map(str, split)).encode()).hexdigest()[:16]
+    _write_json_atomic(path / META_FILE, meta)
+    return True
+
+
 def _write_json_atomic(path: Path, payload: dict) -> None:
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(payload, indent=1))
@@ -49,12 +96,21 @@ class FeatureStore:
     meta: dict
     index: pd.DataFrame
 
-    @classmethod
-    def open(cls, path: str | Path) -> FeatureStore:
+    @staticmethod
+    def read_meta(path: str | Path) -> dict:
+        """A store's meta.json, or a ``FeatureError`` saying it is missing or damaged."""
         path = Path(path)
         if not (path / META_FILE).is_file():
             raise FeatureError(f"no feature store at {path} (no {META_FILE}); run `jaxprobe extract` first")
-        meta = json.loads((path / META_FILE).read_text())
+        try:
+            return json.loads((path / META_FILE).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise FeatureError(f"{path / META_FILE} is damaged ({error}); delete {path} and extract again") from None
+
+    @classmethod
+    def open(cls, path: str | Path) -> FeatureStore:
+        path = Path(path)
+        meta = cls.read_meta(path)
         if meta["rows_done"] < meta["num_samples"]:
             raise FeatureError(f"feature store {path} is incomplete ({meta['rows_done']}/{meta['num_samples']} "
                                     "rows); rerun `jaxprobe extract` with the same config to finish it")
@@ -67,6 +123,11 @@ class FeatureStore:
     @property
     def class_names(self) -> list[str]:
         return list(self.meta["class_names"])
+
+    @property
+    def site_layout(self) -> dict | None:
+        """Depths, connector source and vision pooling of the model (``SiteLayout``), or None (user-made stores)."""
+        return self.meta.get("site_layout")
 
     def load(self, site: str) -> np.ndarray:
         """[N, D] features of one site, memory-mapped (nothing is read until used)."""
@@ -94,23 +155,29 @@ class FeatureStoreWriter:
     """Chunked, resumable writer; a store written for another fingerprint is refused, never mixed into."""
 
     def __init__(self, path: str | Path, index: pd.DataFrame, class_names: Sequence[str],
-                 site_dims: Mapping[str, int], fingerprint: str, dtype: str = "float32") -> None:
+                 site_dims: Mapping[str, int], fingerprint: str | Mapping, dtype: str = "float32",
+                 site_layout: Mapping | None = None) -> None:
+        """``fingerprint``: what the features depend on, as a settings mapping (hashed, and kept in meta.json so a
+        refusal can name the settings that differ) or a precomputed string."""
         self.path = Path(path)
         missing = [c for c in INDEX_COLUMNS if c not in index.columns]
         if missing:
             raise ValueError(f"index lacks columns {missing}")
+        settings = dict(fingerprint) if isinstance(fingerprint, Mapping) else None
         meta = {"format": FORMAT_VERSION, "num_samples": len(index), "class_names": list(class_names),
                 "sites": {s: {"dim": int(d), "dtype": dtype} for s, d in site_dims.items()},
-                "fingerprint": fingerprint, "rows_done": 0}
+                "fingerprint": settings_fingerprint(settings) if settings is not None else fingerprint,
+                "settings": settings, "site_layout": dict(site_layout) if site_layout else None, "rows_done": 0}
         self.meta = self._resume_or_create(meta, index)
 
     def _resume_or_create(self, meta: dict, index: pd.DataFrame) -> dict:
         meta_path = self.path / META_FILE
-        if meta_path.is_file():
-            old = json.loads(meta_path.read_text())
+        old = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+        if old is not None and old.get("rows_done", 0) > 0:  # an empty store (a crash before any row) is replaced
             if old["fingerprint"] != meta["fingerprint"] or old["sites"] != meta["sites"]:
-                raise ConfigError(f"{self.path} holds features of another config (fingerprint {old['fingerprint']} "
-                                  f"vs {meta['fingerprint']}); use a new work directory or delete {self.path}")
+                raise ConfigError(f"{self.path} holds {old['rows_done']} rows of features of another config "
+                                  f"({describe_difference(old, meta)}); restore those settings to resume it, or use "
+                                  f"a new work directory (or delete {self.path}) to extract again")
             return old
         self.path.mkdir(parents=True, exist_ok=True)
         index.to_parquet(self.path / INDEX_FILE, index=False)

@@ -17,8 +17,9 @@ from jaxprobe.workdir import MANIFEST_FILE
 PACKAGES = ("jaxprobe", "jax", "flax", "optax", "transformers", "tensorflow-datasets", "numpy")
 
 
-STAGE_SECTIONS = {"extract": ("data", "split", "model", "capture"), "probe": ("probe",),
-                  "score": ("probe", "scoring", "diagnosis")}
+# Features do not depend on the split (it is a column of the store's index), so it belongs to the probe stage.
+STAGE_SECTIONS = {"extract": ("data", "model", "capture"), "probe": ("split", "probe"),
+                  "score": ("split", "probe", "scoring", "diagnosis")}
 
 
 def settings_hash(config, stage: str) -> str:

@@ -17,7 +17,7 @@ def test_help_lists_only_existing_commands():
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
     assert set(commands) == {"data", "demo", "run", "extract", "probe", "score", "compare", "tiny-checkpoint",
-                             "convert", "parity"}
+                             "convert", "parity", "models"}
     with pytest.raises(SystemExit):
         parser.parse_args(["extract"])
 
@@ -32,3 +32,23 @@ def test_checkpoint_commands(tmp_path, capsys):
     assert "PASS at atol 0.0001" in capsys.readouterr().out
     assert main(["convert", str(tmp_path / "nowhere"), "--out", str(tmp_path / "cache")]) == 2
     assert "jaxprobe: error:" in capsys.readouterr().err
+
+
+def test_models_lists_families_and_the_study_models_they_cover(capsys):
+    import json
+
+    assert main(["models", "--json"]) == 0
+    table = {entry["family"]: entry for entry in json.loads(capsys.readouterr().out)}
+    assert table["qwen_vl"]["model_types"] == ["qwen2_vl", "qwen2_5_vl"]
+    assert {"medvlm_r1_2b", "lingshu_7b", "lingshu_32b", "qwen25_vl_7b"} <= set(table["qwen_vl"]["study_models"])
+    assert "medgemma_4b" not in table["qwen_vl"]["study_models"]
+
+
+def test_parity_on_a_missing_directory_is_one_quick_line(tmp_path, capsys):
+    import time
+
+    started = time.perf_counter()
+    assert main(["parity", str(tmp_path / "nowhere")]) == 2
+    assert time.perf_counter() - started < 5  # no hub retries
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a checkpoint directory" in err

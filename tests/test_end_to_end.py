@@ -46,6 +46,9 @@ def test_every_stage_output_exists_and_agrees(finished_run):
     assert set(manifest["stages"]) == {"extract", "probe", "score"}
     assert manifest["config"]["capture"]["image_size"] == 32 and manifest["versions"]["jax"]
     assert len(store.index) == 120 and store.index.split.isin(["train", "val", "test"]).all()
+    assert store.site_layout == {"vision_depth": 2, "llm_depth": 2, "connector_source": "vision.layer_01",
+                                 "vision_pooling": "mean_patches", "vision_cls": False}
+    assert manifest["stages"]["extract"]["family"] == "qwen_vl"
 
 
 def test_second_run_skips_finished_stages(finished_run, capsys):
@@ -58,24 +61,75 @@ def test_second_run_skips_finished_stages(finished_run, capsys):
 
 def test_changed_capture_config_refuses_to_mix(finished_run, capsys):
     assert main(["extract", "demo", *_args(finished_run, ["capture.image_size=48"])]) == 2
-    assert "holds features of another config" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "features of another config" in err and "capture.image_size: 32 -> 48" in err
+
+
+def test_a_new_split_relabels_the_store_without_extracting(finished_run, monkeypatch, tmp_path):
+    """The README's `demo --set split.seed=3` after a finished demo: no model load, new split, probes rerun."""
+    import shutil
+
+    workdir = tmp_path / "copy"
+    shutil.copytree(finished_run, workdir)
+    before = FeatureStore.open(workdir / "features")
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a complete store must not load the model")
+
+    monkeypatch.setattr(extract_module, "load_model", no_model)
+    assert main(["run", "demo", *_args(workdir, ["split.seed=3"])]) == 0
+    after = FeatureStore.open(workdir / "features")
+    assert not (after.index.split == before.index.split).all()
+    np.testing.assert_array_equal(after.load("vision.layer_00"), before.load("vision.layer_00"))
+    assert (workdir / "probes.parquet").stat().st_mtime > (finished_run / "probes.parquet").stat().st_mtime
+    manifest = json.loads((workdir / "manifest.json").read_text())
+    assert manifest["stages"]["extract"]["up_to_date"] and manifest["stages"]["extract"]["resplit"]
+    assert manifest["config"]["split"]["seed"] == 3
+
+
+def test_second_run_reads_no_safetensors(finished_run, monkeypatch, capsys):
+    """A complete workdir: run's extract stage loads nothing (not even the cached params)."""
+    from jaxprobe.weights import reader
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("safetensors read")
+
+    monkeypatch.setattr(reader, "read_slice", no_reads)
+    monkeypatch.setattr(reader, "read_header", no_reads)
+    assert main(["run", "demo", *_args(finished_run)]) == 0
+
+
+def test_crashed_first_extraction_does_not_block_the_workdir(tmp_path, monkeypatch):
+    """A first run that dies before writing a row leaves a store a changed config may replace."""
+    config = load_config("demo", [*FAST, f"workdir={tmp_path}", "capture.sites=('vision.*',)"])
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(extract_module.PooledForward, "__call__", crash)
+    with pytest.raises(KeyboardInterrupt):
+        extract_module.run_extract(config)
+    monkeypatch.undo()
+    changed = load_config("demo", [*FAST, f"workdir={tmp_path}", "capture.sites=('connector.output',)"])
+    extract_module.run_extract(changed)
+    assert FeatureStore.open(tmp_path / "features").sites == ["connector.output"]
 
 
 def test_killed_extraction_resumes_to_identical_features(tmp_path, monkeypatch):
     config = load_config("demo", [*FAST, f"workdir={tmp_path / 'a'}", "capture.sites=('vision.*',)"])
-    real = extract_module.encode
+    real = extract_module.PooledForward.__call__
     calls = {"n": 0}
 
-    def encode_then_die(*args, **kwargs):
+    def forward_then_die(self, inputs):
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        return real(self, inputs)
 
-    monkeypatch.setattr(extract_module, "encode", encode_then_die)
+    monkeypatch.setattr(extract_module.PooledForward, "__call__", forward_then_die)
     with pytest.raises(KeyboardInterrupt):
         extract_module.run_extract(config)
-    monkeypatch.setattr(extract_module, "encode", real)
+    monkeypatch.setattr(extract_module.PooledForward, "__call__", real)
     extract_module.run_extract(config)
     fresh = load_config("demo", [*FAST, f"workdir={tmp_path / 'b'}", "capture.sites=('vision.*',)"])
     extract_module.run_extract(fresh)
@@ -89,9 +143,10 @@ def test_unwritable_workdir_is_reported_before_work(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(ConfigError, match="not writable"):
-        extract_module.check_workdir(blocker / "sub", 10, {"a": 4}, 4)
+        extract_module.run_extract(load_config("demo", [*FAST, f"workdir={blocker / 'sub'}"]))
+    assert not (tmp_path / "datasets").exists()  # refused before the dataset was built
     with pytest.raises(ConfigError, match="GiB"):
-        extract_module.check_workdir(tmp_path, 10**12, {"a": 4096}, 4)
+        extract_module.check_disk(tmp_path, 10**12, {"a": 4096}, 4)
 
 
 def test_compare_runs(finished_run, tmp_path, capsys):

@@ -13,8 +13,8 @@ from PIL import Image
 from safetensors import safe_open
 
 from jaxprobe.errors import CheckpointError
+from jaxprobe.families.qwen_vl.tiny import SPECIAL_TOKENS, tiny_config, write_tiny_checkpoint
 from jaxprobe.weights.reader import SINGLE_FILE, iter_tensors
-from jaxprobe.weights.tiny import SPECIAL_TOKENS, family_config, write_tiny_checkpoint
 
 MODEL_CLASSES = {
     "qwen2_vl": transformers.Qwen2VLForConditionalGeneration,
@@ -96,14 +96,14 @@ def test_seed_determines_weights(tmp_path):
 
 
 def test_size_overrides_keep_the_merger_consistent():
-    config = family_config("qwen2_5_vl", text={"hidden_size": 128}, vision={"depth": 3})
+    config = tiny_config("qwen2_5_vl", text={"hidden_size": 128}, vision={"depth": 3})
     assert config["vision_config"]["out_hidden_size"] == 128 and config["vision_config"]["depth"] == 3
     with pytest.raises(CheckpointError, match="qwen2_vl"):
-        family_config("llava")
+        tiny_config("llava")
 
 
 def test_writer_needs_no_torch(tmp_path):
     blocked = "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None; "
-    write = f"from jaxprobe.weights.tiny import write_tiny_checkpoint as w; w('qwen2_vl', {str(tmp_path)!r})"
+    write = f"from jaxprobe.families.qwen_vl.tiny import write_tiny_checkpoint as w; w('qwen2_vl', {str(tmp_path)!r})"
     subprocess.run([sys.executable, "-c", blocked + write], check=True, capture_output=True)
     assert (tmp_path / SINGLE_FILE).is_file() and (tmp_path / "tokenizer.json").is_file()

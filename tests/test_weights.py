@@ -200,7 +200,7 @@ def test_truncated_file_names_file_and_leaves_cache_clean(tmp_path):
     shard.write_bytes(shard.read_bytes()[:-10])
     cache_root = tmp_path / "cache"
     with pytest.raises(CheckpointError, match=r"model-00002-of-00002.safetensors.*truncated"):
-        wcache.load_or_convert(directory, cache_root, "float32", lambda: load(directory))
+        wcache.load_or_convert(directory, cache_root, "float32", lambda: load(directory), "dotted/1")
     assert not cache_root.exists() or list(cache_root.iterdir()) == []
 
 
@@ -235,24 +235,27 @@ def test_cache_converts_once_then_restores_with_sharding(tmp_path):
         calls.append(1)
         return load(directory)
 
-    first = wcache.load_or_convert(directory, cache_root, "float32", convert, source="my/model", revision="abc")
+    first = wcache.load_or_convert(directory, cache_root, "float32", convert, "dotted/1", source="my/model",
+                                   revision="abc")
     assert not first.hit and len(calls) == 1
     manifest = json.loads((first.entry / wcache.MANIFEST_FILE).read_text())
     assert manifest["source"] == "my/model" and manifest["revision"] == "abc" and manifest["dtype"] == "float32"
-    assert manifest["fingerprint"] == wcache.fingerprint(directory)
+    assert manifest["fingerprint"] == wcache.fingerprint(directory) and manifest["converter_version"] == "dotted/1"
 
     mesh = Mesh(np.array(jax.devices()), ("model",))
-    second = wcache.load_or_convert(directory, cache_root, "float32", convert, sharding_for=kernel_sharding(mesh))
+    second = wcache.load_or_convert(directory, cache_root, "float32", convert, "dotted/1",
+                                    sharding_for=kernel_sharding(mesh))
     assert second.hit and len(calls) == 1 and second.entry == first.entry
     assert second.params["dense1"]["kernel"].sharding == NamedSharding(mesh, PartitionSpec(None, "model"))
     for key, value in leaves(first.params).items():
         np.testing.assert_array_equal(value, leaves(second.params)[key])
 
-    assert wcache.load_or_convert(directory, cache_root, "bfloat16", convert).entry != first.entry
+    assert wcache.load_or_convert(directory, cache_root, "bfloat16", convert, "dotted/1").entry != first.entry
     assert len(calls) == 2
+    assert not wcache.load_or_convert(directory, cache_root, "float32", convert, "dotted/2").hit  # new converter
     stamp = os.stat(directory / SINGLE_FILE).st_mtime_ns + 10**9
     os.utime(directory / SINGLE_FILE, ns=(stamp, stamp))
-    assert not wcache.load_or_convert(directory, cache_root, "float32", convert).hit
+    assert not wcache.load_or_convert(directory, cache_root, "float32", convert, "dotted/1").hit
     assert [p.name for p in cache_root.iterdir() if p.name.startswith(wcache.TMP_PREFIX)] == []
 
 
@@ -266,7 +269,7 @@ def test_failed_convert_writes_nothing_and_stale_temporaries_are_swept(tmp_path)
         raise CheckpointError("bad checkpoint")
 
     with pytest.raises(CheckpointError, match="bad checkpoint"):
-        wcache.load_or_convert(directory, cache_root, "float32", convert)
+        wcache.load_or_convert(directory, cache_root, "float32", convert, "dotted/1")
     assert list(cache_root.iterdir()) == []
 
 
@@ -274,14 +277,14 @@ def test_convert_checkpoint_uses_family_hook(tmp_path):
     directory = write_single(tmp_path / "ckpt", tensors())
     seen = []
 
-    def family_for(config):
+    def converter_for(config):
         seen.append(config["model_type"])
-        return DottedKeyMap(), abstract_params()
+        return wcache.Converter(DottedKeyMap(), abstract_params(), "dotted/1")
 
-    result = wcache.convert_checkpoint(str(directory), tmp_path / "out", "bfloat16", family_for=family_for)
+    result = wcache.convert_checkpoint(str(directory), tmp_path / "out", "bfloat16", converter_for=converter_for)
     assert seen == ["dotted"] and result.manifest["dtype"] == "bfloat16" and result.manifest["revision"] is None
     assert result.params["dense0"]["kernel"].dtype == ml_dtypes.bfloat16
-    again = wcache.convert_checkpoint(str(directory), tmp_path / "out", "bf16", family_for=family_for)
+    again = wcache.convert_checkpoint(str(directory), tmp_path / "out", "bf16", converter_for=converter_for)
     assert again.hit and again.params["dense0"]["kernel"].dtype == ml_dtypes.bfloat16
     np.testing.assert_array_equal(np.asarray(again.params["dense0"]["kernel"]), result.params["dense0"]["kernel"])
 
@@ -322,10 +325,10 @@ def test_cache_entry_in_chunks_restores_identically(tmp_path):
 
 def test_damaged_cache_entry_is_a_checkpoint_error(tmp_path):
     directory = write_single(tmp_path / "ckpt", tensors())
-    first = wcache.load_or_convert(directory, tmp_path / "cache", "float32", lambda: load(directory))
+    first = wcache.load_or_convert(directory, tmp_path / "cache", "float32", lambda: load(directory), "dotted/1")
     chunk = next((first.entry / wcache.PARAMS_DIR).iterdir())
     for path in chunk.rglob("*"):
         if path.is_file() and "METADATA" not in path.name:
             path.unlink()
     with pytest.raises(CheckpointError, match=r"cannot be restored.*delete that directory"):
-        wcache.load_or_convert(directory, tmp_path / "cache", "float32", lambda: load(directory))
+        wcache.load_or_convert(directory, tmp_path / "cache", "float32", lambda: load(directory), "dotted/1")

@@ -1,9 +1,13 @@
-"""``jaxprobe extract CONFIG``: dataset + checkpoint -> ``<workdir>/features`` (resumable) + manifest."""
+"""``jaxprobe extract CONFIG``: dataset + checkpoint -> ``<workdir>/features`` (resumable) + manifest.
+
+The store holds every sample of the dataset; the train/val/test split is only the index's ``split`` column, so a
+new split (``--set split.seed=3``) re-labels rows of a finished store instead of extracting again. A store whose
+features are complete for this config makes extraction a no-op that never loads the model.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import time
 from pathlib import Path
@@ -14,45 +18,29 @@ import pandas as pd
 from PIL import Image
 
 from jaxprobe import data
-from jaxprobe.capture.forward import PooledForward, sown_names
+from jaxprobe.capture.forward import PooledForward, sown_shapes
 from jaxprobe.capture.loop import extract_into
-from jaxprobe.capture.prompts import build_prompt, encode, load_processor
-from jaxprobe.capture.sites import select_sites, sites_for
+from jaxprobe.capture.sites import Site, select_sites, sites_for
 from jaxprobe.errors import ConfigError
-from jaxprobe.features import FeatureStoreWriter
-from jaxprobe.manifest import record_stage, settings_hash
-from jaxprobe.models.config import SUPPORTED_MODEL_TYPES
-from jaxprobe.models.registry import LoadedModel, load_model
-from jaxprobe.parallel import data_mesh
+from jaxprobe.families.loading import load_model
+from jaxprobe.families.registry import family_for_model_type, family_of, supported_model_types
+from jaxprobe.features import META_FILE, FeatureStore, FeatureStoreWriter, assign_split, settings_fingerprint
+from jaxprobe.manifest import read_manifest, record_stage, settings_hash
+from jaxprobe.parallel import make_mesh
 from jaxprobe.pipeline import PreparedData, data_dir_of, prepare_data
+from jaxprobe.weights import cache
 from jaxprobe.weights.hub import resolve_source
-from jaxprobe.weights.tiny import write_tiny_checkpoint
+from jaxprobe.weights.reader import read_config_json
 from jaxprobe.workdir import FEATURES_DIR
 
 TINY_PREFIX = "tiny:"
 DISK_MARGIN = 1.2  # ask for 20% more free space than the feature arrays need
+CAPTURE_INERT = ("batch_size", "chunk_rows")  # capture settings that cannot change a feature
+UNUSED_SPLIT = "unused"  # rows the split leaves out (e.g. COVID-CT images in no official list)
 
 
-def resolve_checkpoint(model: ml_collections.ConfigDict, workdir: Path) -> tuple[Path, str | None]:
-    """A local checkpoint directory for ``model.checkpoint`` (``tiny:<family>`` is written into the workdir)."""
-    if model.checkpoint.startswith(TINY_PREFIX):
-        family = model.checkpoint[len(TINY_PREFIX):]
-        target = workdir / "checkpoint" / family
-        if not (target / "config.json").is_file():
-            write_tiny_checkpoint(family, target, seed=0)
-        return target, None
-    local, revision = resolve_source(model.checkpoint, model.revision)
-    return Path(local), revision
-
-
-def site_dims(loaded: LoadedModel, sites) -> dict[str, int]:
-    widths = {"vision": loaded.config.vision.hidden_size, "connector": loaded.config.vision.out_hidden_size,
-              "llm": loaded.config.text.hidden_size}
-    return {site.name: widths[site.name.split(".")[0]] for site in sites}
-
-
-def check_workdir(workdir: Path, rows: int, dims: dict[str, int], itemsize: int) -> None:
-    """Fail before any work on an unwritable work directory or too little disk space."""
+def check_writable(workdir: Path) -> None:
+    """Fail before any work (dataset build, download) on a work directory that cannot be written."""
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         probe = workdir / ".write-test"
@@ -61,6 +49,10 @@ def check_workdir(workdir: Path, rows: int, dims: dict[str, int], itemsize: int)
     except OSError as error:
         raise ConfigError(f"work directory {workdir} is not writable ({error}); choose another with --set "
                           "workdir=DIR") from error
+
+
+def check_disk(workdir: Path, rows: int, dims: dict[str, int], itemsize: int) -> None:
+    """Fail before loading the model when the feature arrays cannot fit on the work directory's disk."""
     needed = int(rows * sum(dims.values()) * itemsize * DISK_MARGIN)
     free = shutil.disk_usage(workdir).free
     if free < needed:
@@ -68,18 +60,57 @@ def check_workdir(workdir: Path, rows: int, dims: dict[str, int], itemsize: int)
                           f"{free / 2**30:.2f} GiB is free; free space or select fewer sites (capture.sites)")
 
 
-def fingerprint(config: ml_collections.ConfigDict, checkpoint: Path) -> str:
-    """What the features depend on: data, split, model, capture settings and the checkpoint's config."""
-    relevant = {key: config[key].to_dict() for key in ("data", "split", "model", "capture")}
-    relevant["checkpoint_config"] = (checkpoint / "config.json").read_text()
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def check_family_setting(model: ml_collections.ConfigDict) -> None:
+    """``model.family`` (a config.json model_type) set for a family jaxprobe lacks: refuse before any work."""
+    if model.family and model.family not in supported_model_types():
+        raise ConfigError(f"{model.checkpoint} is a {model.family!r} model, which jaxprobe does not implement yet; "
+                          f"supported model_types: {', '.join(supported_model_types())}")
+
+
+def resolve_checkpoint(model: ml_collections.ConfigDict, workdir: Path) -> tuple[Path, str | None]:
+    """A local checkpoint directory for ``model.checkpoint`` (``tiny:<model_type>`` is written into the workdir)."""
+    if model.checkpoint.startswith(TINY_PREFIX):
+        model_type = model.checkpoint[len(TINY_PREFIX):]
+        target = workdir / "checkpoint" / model_type
+        if not (target / "config.json").is_file():
+            family_for_model_type(model_type).tiny_checkpoint(target, model_type, seed=0)
+        return target, None
+    local, revision = resolve_source(model.checkpoint, model.revision)
+    model_type = read_config_json(local).get("model_type")
+    if model.family and model.family != model_type:
+        raise ConfigError(f"model.family={model.family!r} but {model.checkpoint} is a {model_type!r} checkpoint; "
+                          "drop model.family (it is read from config.json) or fix it")
+    return Path(local), revision
+
+
+def _files_fingerprint(directory: Path) -> str:
+    """Names, sizes and modification times of a directory's files: changes whenever a file is rewritten."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(directory)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def feature_settings(config: ml_collections.ConfigDict, checkpoint: Path) -> dict:
+    """Everything the features depend on, and nothing they do not (batch size, the split, where data lives)."""
+    prepared = data.prepared_builder(config.data.name, data_dir_of(config), config.data.config)
+    return {
+        "data": {"name": config.data.name, "config": str(config.data.config),
+                 "prepared": _files_fingerprint(Path(prepared.data_dir))},
+        "model": {"checkpoint": config.model.checkpoint, "revision": config.model.revision,
+                  "dtype": config.model.dtype, "files": cache.fingerprint(checkpoint)[:16]},
+        "capture": {key: value for key, value in config.capture.to_dict().items() if key not in CAPTURE_INERT},
+    }
 
 
 def store_index(prepared: PreparedData) -> pd.DataFrame:
-    """The feature index: one row per sample in the assigned train/val/test split (unassigned rows dropped)."""
-    frames = [prepared.index.iloc[rows].assign(split_source=prepared.index.split.iloc[rows].to_numpy(), split=name)
-              for name, rows in prepared.assignment.items()]
-    index = pd.concat(frames, ignore_index=True)
+    """The feature index: every sample of the dataset, with its assigned split (``unused`` if it has none)."""
+    index = prepared.index.rename(columns={"split": "split_source"}).reset_index(drop=True)
+    split = np.full(len(index), UNUSED_SPLIT, dtype=object)
+    for name, rows in prepared.assignment.items():
+        split[rows] = name
+    index["split"] = split
     index.insert(0, "row", np.arange(len(index)))
     return index
 
@@ -97,36 +128,56 @@ def image_loader(config: ml_collections.ConfigDict):
     return load
 
 
+def complete_store(path: Path, settings: dict, sites: list[Site]) -> bool:
+    """True if ``path`` holds every row of features made with exactly these settings and sites."""
+    if not (path / META_FILE).is_file():
+        return False
+    meta = FeatureStore.read_meta(path)
+    return (meta.get("fingerprint") == settings_fingerprint(settings) and meta["rows_done"] == meta["num_samples"]
+            and list(meta["sites"]) == [site.name for site in sites])
+
+
 def run_extract(config: ml_collections.ConfigDict) -> Path:
     """Extract (or finish extracting) every selected site for every sample; returns the features directory."""
     started = time.perf_counter()
-    if config.model.family not in SUPPORTED_MODEL_TYPES:
-        raise ConfigError(f"{config.model.checkpoint} is a {config.model.family!r} model, which jaxprobe does not "
-                          f"implement yet; supported families: {', '.join(SUPPORTED_MODEL_TYPES)}")
     workdir = Path(config.workdir)
+    check_family_setting(config.model)
+    check_writable(workdir)
     prepared = prepare_data(config)
     checkpoint, revision = resolve_checkpoint(config.model, workdir)
-    loaded = load_model(checkpoint, config.model.dtype)
-    sites = select_sites(sites_for(sown_names(loaded.config)), list(config.capture.sites))
-    dims = site_dims(loaded, sites)
-    index = store_index(prepared)
-    check_workdir(workdir, len(index), dims, np.dtype(config.capture.feature_dtype).itemsize)
-    processor = load_processor(checkpoint)
-    prompt = build_prompt(processor, prepared.summary.class_names, config.capture.question)
-    writer = FeatureStoreWriter(workdir / FEATURES_DIR, index, prepared.summary.class_names, dims,
-                                fingerprint(config, checkpoint), config.capture.feature_dtype)
+    family = family_of(checkpoint)
+    model_config = family.parse_config(read_config_json(checkpoint))
+    layout = family.site_layout(model_config)
+    sites = select_sites(sites_for(sown_shapes(family, model_config), layout.vision_cls), list(config.capture.sites))
+    index, settings, store = store_index(prepared), feature_settings(config, checkpoint), workdir / FEATURES_DIR
+    facts = {"rows": len(index), "sites": len(sites), "checkpoint": str(checkpoint), "revision": revision,
+             "family": family.name, "counts": prepared.summary.counts, "skipped": prepared.summary.skipped,
+             "settings": settings_hash(config, "extract")}
+    if complete_store(store, settings, sites):
+        resplit = assign_split(store, index["split"])
+        previous = read_manifest(workdir).get("stages", {}).get("extract", {})
+        record_stage(workdir, "extract", config.to_dict(), {**previous, **facts, "up_to_date": True,
+                                                            "resplit": resplit})
+        return store
+    dims = {site.name: site.dim for site in sites}
+    check_disk(workdir, len(index), dims, np.dtype(config.capture.feature_dtype).itemsize)
+    mesh = make_mesh(config.mesh.data, config.mesh.model)
+    loaded = load_model(checkpoint, config.model.dtype, mesh, False if not config.model.cache else
+                        config.model.cache_dir)
+    processor = family.processor(checkpoint)
+    prompt = processor.prompt(prepared.summary.class_names, config.capture.question)
+    writer = FeatureStoreWriter(store, index, prepared.summary.class_names, dims, settings,
+                                config.capture.feature_dtype, layout.to_json())
     load_image = image_loader(config)
-    forward = PooledForward(loaded, sites, prompt.option_token_ids, data_mesh())
+    forward = PooledForward(loaded, sites, prompt.option_token_ids, mesh)
 
     def run_rows(rows: list[int]):
-        images = [load_image(index.iloc[r]) for r in rows]
-        return forward(encode(processor, prompt, images))
+        return forward(processor.encode(prompt, [load_image(index.iloc[r]) for r in rows]))
 
     written = extract_into(writer, list(range(len(index))), [0] * len(index), run_rows,
                            config.capture.batch_size, config.capture.chunk_rows)
+    assign_split(store, index["split"])
     record_stage(workdir, "extract", config.to_dict(), {
-        "seconds": round(time.perf_counter() - started, 2), "rows": len(index), "rows_written_this_run": written,
-        "sites": len(sites), "checkpoint": str(checkpoint), "revision": revision,
-        "counts": prepared.summary.counts, "skipped": prepared.summary.skipped, "prompt": prompt.text,
-        "settings": settings_hash(config, "extract")})
-    return workdir / FEATURES_DIR
+        **facts, "seconds": round(time.perf_counter() - started, 2), "rows_written_this_run": written,
+        "prompt": prompt.text, "params_cache": str(loaded.cache_entry), "params_cache_hit": loaded.cache_hit})
+    return store

@@ -1,43 +1,67 @@
 """The site registry: which sown intermediate becomes which probed vector, and how it is pooled.
 
-Models sow full activations under raw names (``vision.layer_07`` [B, P, D], ``connector.output`` [B, I, D],
-``llm.layer_12`` [B, T, D]). A *site* is a raw activation plus a pooling: vision layers are averaged over patches
-(or their CLS token taken where the tower has one), the connector over the image tokens, and every LLM layer
-gives two sites, ``.image_mean`` and ``.last_token``. Pooling runs inside the jitted forward, so only [B, D]
-vectors of the selected sites ever leave the device.
+Models sow full activations: ``vision.layers`` [L, B, P, D] and ``llm.layers`` [L, B, T, D] stacked on the
+layer axis by the scanned blocks, and ``connector.output`` [B, I, D]. A *site* is one layer of one of these plus
+a pooling: vision layers are averaged over patches (and, where the tower has a CLS token, ``.cls`` takes it),
+the connector over the image tokens it emits, and every LLM layer gives two sites, ``.image_mean`` and
+``.last_token``. Sites and their widths are derived from ``jax.eval_shape`` of the model, never listed by hand.
+Pooling runs inside the jitted forward, so only [B, D] vectors of the selected sites leave the device.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from jaxprobe.errors import ConfigError
+from jaxprobe.models.layers import layer_name
+from jaxprobe.models.stack import STACKED_SUFFIX
 
 MEAN_PATCHES, CLS_TOKEN, IMAGE_MEAN, LAST_TOKEN = "mean_patches", "cls", "image_mean", "last_token"
+TOKEN_POOLINGS = {"llm": (IMAGE_MEAN, LAST_TOKEN)}
 
 
 @dataclasses.dataclass(frozen=True)
 class Site:
     name: str  # e.g. llm.layer_03.last_token
-    source: str  # the sown name, e.g. llm.layer_03
+    source: str  # the sown name, e.g. llm.layers
+    layer: int | None  # row of a stacked activation (None: the activation is not stacked)
     pooling: str
+    dim: int
+
+    @property
+    def module(self) -> str:
+        return self.name.split(".")[0]
 
 
-def sites_for(sown: Iterable[str], vision_cls: bool = False) -> list[Site]:
-    """All sites a model offers, in model order, from the names it sows."""
+def _layer_sites(module: str, source: str, depth: int, dim: int, vision_cls: bool) -> list[Site]:
     sites = []
-    for name in sown:
-        if name.startswith("vision."):
-            sites.append(Site(name, name, CLS_TOKEN if vision_cls else MEAN_PATCHES))
-        elif name.startswith("connector."):
-            sites.append(Site(name, name, MEAN_PATCHES))
-        elif name.startswith("llm."):
-            sites += [Site(f"{name}.{IMAGE_MEAN}", name, IMAGE_MEAN), Site(f"{name}.{LAST_TOKEN}", name, LAST_TOKEN)]
+    for i in range(depth):
+        base = f"{module}.{layer_name(i, depth)}"
+        if module in TOKEN_POOLINGS:
+            sites += [Site(f"{base}.{pooling}", source, i, pooling, dim) for pooling in TOKEN_POOLINGS[module]]
+            continue
+        sites.append(Site(base, source, i, MEAN_PATCHES, dim))
+        if vision_cls:
+            sites.append(Site(f"{base}.{CLS_TOKEN}", source, i, CLS_TOKEN, dim))
+    return sites
+
+
+def sites_for(sown: Mapping[str, tuple[int, ...]], vision_cls: bool = False) -> list[Site]:
+    """All sites a model offers, in model order, from the shapes it sows (``{name: shape}``)."""
+    order = {"vision": 0, "connector": 1, "llm": 2}
+    sites = []
+    for name in sorted(sown, key=lambda n: order.get(n.split(".")[0], 3)):
+        shape = tuple(sown[name])
+        if name.endswith(STACKED_SUFFIX):
+            module = name[: -len(STACKED_SUFFIX)]
+            sites += _layer_sites(module, name, shape[0], shape[-1], vision_cls and module == "vision")
+        else:
+            sites.append(Site(name, name, None, MEAN_PATCHES, shape[-1]))
     return sites
 
 
@@ -54,22 +78,28 @@ def select_sites(sites: Sequence[Site], patterns: Sequence[str]) -> list[Site]:
     return sorted(chosen, key=lambda site: order[site.name])
 
 
-def pool(site: Site, activation: jax.Array, image_mask: jax.Array, last_index: jax.Array) -> jax.Array:
-    """[B, D] float32 vector of one site; image_mask [B, T] marks image tokens, last_index [B] the last prompt token."""
+def pool(site: Site, activation: jax.Array, image_mask: jax.Array, last_index: jax.Array,
+         vision_cls: bool = False) -> jax.Array:
+    """[B, D] float32 vector of one site from its [B, N, D] activation; image_mask [B, T] marks image tokens,
+    last_index [B] the last prompt token; with a CLS token at position 0, patch means leave it out."""
     activation = activation.astype(jnp.float32)
     if site.pooling == MEAN_PATCHES:
-        return activation.mean(axis=1)
+        return activation[:, 1:].mean(axis=1) if vision_cls and site.module == "vision" else activation.mean(axis=1)
     if site.pooling == CLS_TOKEN:
         return activation[:, 0]
     if site.pooling == IMAGE_MEAN:
         weights = image_mask.astype(jnp.float32)
-        return jnp.einsum("btd,bt->bd", activation, weights) / weights.sum(1, keepdims=True)
+        return jnp.einsum("btd,bt->bd", activation, weights) / jnp.maximum(weights.sum(1, keepdims=True), 1.0)
     if site.pooling == LAST_TOKEN:
         return jnp.take_along_axis(activation, last_index[:, None, None], axis=1)[:, 0]
     raise ValueError(f"unknown pooling {site.pooling!r}")
 
 
-def pool_sites(sites: Sequence[Site], sown: Mapping[str, jax.Array], image_mask: jax.Array,
-               last_index: jax.Array) -> dict[str, jax.Array]:
+def pool_sites(sites: Sequence[Site], sown: Mapping[str, jax.Array], image_mask: jax.Array, last_index: jax.Array,
+               vision_cls: bool = False) -> dict[str, jax.Array]:
     """Pool every selected site from the sown activations (call inside jit: the rest is dead code)."""
-    return {site.name: pool(site, sown[site.source], image_mask, last_index) for site in sites}
+    pooled = {}
+    for site in sites:
+        activation = sown[site.source] if site.layer is None else sown[site.source][site.layer]
+        pooled[site.name] = pool(site, activation, image_mask, last_index, vision_cls)
+    return pooled

@@ -1,4 +1,4 @@
-"""Shared pieces: norms, rotary embeddings, attention with GQA, MLPs. Softmax and norms run in float32."""
+"""Shared pieces: norms, rotary embeddings, attention with GQA, MLPs. Softmax and norms accumulate in float32."""
 
 from __future__ import annotations
 
@@ -12,21 +12,27 @@ ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
 }
+NEG_INF = jnp.finfo(jnp.float32).min
 
 
 class RMSNorm(nn.Module):
+    """x / rms(x) * scale, normalised in float32 and cast back before the scale (as transformers' Qwen2)."""
+
     eps: float
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
-        normed = x.astype(jnp.float32) * jax.lax.rsqrt(jnp.mean(x.astype(jnp.float32) ** 2, -1, keepdims=True)
-                                                       + self.eps)
-        return scale * normed.astype(x.dtype)
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32**2, -1, keepdims=True) + self.eps)
+        return scale.astype(x.dtype) * normed.astype(x.dtype)
 
 
-def layer_norm(eps: float, name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=eps, name=name)
+def make_norm(kind: str, eps: float, name: str) -> nn.Module:
+    """The norm a config flag names; LayerNorm statistics are float32 whatever the activation dtype."""
+    if kind == "rmsnorm":
+        return RMSNorm(eps, name=name)
+    return nn.LayerNorm(epsilon=eps, name=name, dtype=None, param_dtype=jnp.float32, use_fast_variance=False)
 
 
 def rotate_half(x: jax.Array) -> jax.Array:
@@ -37,19 +43,27 @@ def rotate_half(x: jax.Array) -> jax.Array:
 def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     """x [..., T, H, Dh] rotated by cos/sin [..., T, Dh] (broadcast over heads), in float32."""
     cos, sin = cos[..., None, :], sin[..., None, :]
-    rotated = x.astype(jnp.float32) * cos + rotate_half(x.astype(jnp.float32)) * sin
-    return rotated.astype(x.dtype)
+    x32 = x.astype(jnp.float32)
+    return (x32 * cos + rotate_half(x32) * sin).astype(x.dtype)
 
 
-def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
-    """q [B, T, H, Dh], k/v [B, S, Hkv, Dh] (GQA: H a multiple of Hkv), mask broadcastable to [B, H, T, S]."""
-    groups = q.shape[-2] // k.shape[-2]
-    k, v = jnp.repeat(k, groups, axis=-2), jnp.repeat(v, groups, axis=-2)
-    logits = jnp.einsum("bthd,bshd->bhts", q.astype(jnp.float32), k.astype(jnp.float32)) / jnp.sqrt(q.shape[-1])
+def inverse_frequencies(dim: int, theta: float) -> jax.Array:
+    """theta^(-2i/dim) for i < dim/2: the standard rotary frequencies."""
+    return 1.0 / (theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Softmax attention; q [B, T, H, Dh], k/v [B, S, Hkv, Dh] with H a multiple of Hkv (GQA, no K/V copies),
+    mask broadcastable to [B, Hkv, G, T, S] (use ``mask[:, None, None]`` for a [B, T, S] mask)."""
+    batch, length, heads, head_dim = q.shape
+    groups = heads // k.shape[-2]
+    q = q.reshape(batch, length, k.shape[-2], groups, head_dim)
+    logits = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(head_dim)
     if mask is not None:
-        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+        logits = jnp.where(mask, logits, NEG_INF)
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhts,bshd->bthd", weights, v)
+    out = jnp.einsum("bkgts,bskd->btkgd", weights, v, preferred_element_type=jnp.float32)
+    return out.reshape(batch, length, heads, head_dim).astype(v.dtype)
 
 
 class GatedMLP(nn.Module):
@@ -62,9 +76,9 @@ class GatedMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        gate = nn.Dense(self.hidden, use_bias=self.bias, name="gate_proj")(x)
-        up = nn.Dense(self.hidden, use_bias=self.bias, name="up_proj")(x)
-        return nn.Dense(self.out, use_bias=self.bias, name="down_proj")(ACTIVATIONS[self.act](gate) * up)
+        gate = nn.Dense(self.hidden, use_bias=self.bias, dtype=x.dtype, name="gate_proj")(x)
+        up = nn.Dense(self.hidden, use_bias=self.bias, dtype=x.dtype, name="up_proj")(x)
+        return nn.Dense(self.out, use_bias=self.bias, dtype=x.dtype, name="down_proj")(ACTIVATIONS[self.act](gate) * up)
 
 
 class PlainMLP(nn.Module):
@@ -76,7 +90,12 @@ class PlainMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return nn.Dense(self.out, name="fc2")(ACTIVATIONS[self.act](nn.Dense(self.hidden, name="fc1")(x)))
+        hidden = ACTIVATIONS[self.act](nn.Dense(self.hidden, dtype=x.dtype, name="fc1")(x))
+        return nn.Dense(self.out, dtype=x.dtype, name="fc2")(hidden)
+
+
+def make_mlp(kind: str, hidden: int, out: int, act: str, bias: bool, name: str) -> nn.Module:
+    return GatedMLP(hidden, out, act, bias, name=name) if kind == "gated" else PlainMLP(hidden, out, act, name=name)
 
 
 def layer_name(index: int, depth: int) -> str:

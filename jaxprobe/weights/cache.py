@@ -1,9 +1,10 @@
 """Orbax cache of converted params, keyed by what they were converted from.
 
 Converting a checkpoint (read, transpose, cast) costs far more than restoring an orbax checkpoint, so
-``jaxprobe convert`` stores the result and later loads reuse it while the source is unchanged. The key is a
-fingerprint of the source files (names, sizes, modification times) plus the dtype and the jaxprobe version, so a
-re-downloaded checkpoint, another dtype or a new converter all miss the cache instead of returning stale params.
+``jaxprobe convert``, ``extract`` and ``run`` store the result and later loads reuse it while the source is
+unchanged. The key is a fingerprint of the source files (names, sizes, modification times) plus the dtype and the
+family's converter version, so a re-downloaded checkpoint, another dtype or a changed key map or module all miss
+the cache instead of returning stale params.
 
 An entry is written into a temporary directory and renamed into place in one step, so an interrupted or failed
 conversion never leaves a half-written entry that a later load could mistake for a good one.
@@ -30,6 +31,7 @@ from jaxprobe.errors import CheckpointError
 from jaxprobe.weights.hub import resolve_source
 from jaxprobe.weights.keymap import KeyMap
 from jaxprobe.weights.loader import DTypeLike, ShardingFor, dtype_name, load_params
+from jaxprobe.weights.reader import read_config_json
 
 PARAMS_DIR = "params"
 MANIFEST_FILE = "manifest.json"
@@ -39,10 +41,28 @@ CHUNK_BYTES = 64 * 2**20  # orbax's extra host copy while saving is bounded by o
 CHUNK_DIGITS = 5
 FINGERPRINT_SUFFIXES = (".safetensors",)
 FINGERPRINT_NAMES = ("config.json", "model.safetensors.index.json")
+CACHE_DIR_ENV = "JAXPROBE_CACHE_DIR"
+DEFAULT_CACHE_DIR = "~/.cache/jaxprobe/params"
 
 Params = dict[str, Any]
-Family = tuple[KeyMap, Mapping[str, Any]]
-FamilyFor = Callable[[Mapping[str, Any]], Family]  # config.json -> (keymap, abstract params); the models registry
+
+
+@dataclasses.dataclass(frozen=True)
+class Converter:
+    """What converting one checkpoint needs from its family: the key map, the abstract params tree and the
+    converter version (e.g. ``qwen_vl/2``) that enters the cache key."""
+
+    keymap: KeyMap
+    abstract_params: Mapping[str, Any]
+    version: str
+
+
+ConverterFor = Callable[[Mapping[str, Any]], Converter]  # config.json -> Converter; the families registry
+
+
+def default_cache_dir() -> Path:
+    """``$JAXPROBE_CACHE_DIR`` if set, else ``~/.cache/jaxprobe/params``."""
+    return Path(os.environ.get(CACHE_DIR_ENV, DEFAULT_CACHE_DIR)).expanduser()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,9 +92,10 @@ def fingerprint(source_dir: str | Path) -> str:
     return digest.hexdigest()
 
 
-def cache_key(source_fingerprint: str, dtype: DTypeLike) -> str:
-    """Entry name: source fingerprint + dtype + jaxprobe version (a converter change must invalidate entries)."""
-    payload = f"{source_fingerprint}|{dtype_name(dtype)}|{__version__}"
+def cache_key(source_fingerprint: str, dtype: DTypeLike, converter_version: str) -> str:
+    """Entry name: source fingerprint + dtype + the family's converter version (a key map or module change must
+    invalidate entries)."""
+    payload = f"{source_fingerprint}|{dtype_name(dtype)}|{converter_version}"
     return hashlib.sha256(payload.encode()).hexdigest()[:KEY_LENGTH]
 
 
@@ -181,12 +202,14 @@ def write_entry(
     return final
 
 
-def _manifest(source: str, revision: str | None, source_fingerprint: str, dtype: DTypeLike) -> dict[str, Any]:
+def _manifest(source: str, revision: str | None, source_fingerprint: str, dtype: DTypeLike,
+              converter_version: str) -> dict[str, Any]:
     return {
         "source": source,
         "revision": revision,
         "fingerprint": source_fingerprint,
         "dtype": dtype_name(dtype),
+        "converter_version": converter_version,
         "jaxprobe_version": __version__,
         "created_unix": time.time(),
     }
@@ -197,6 +220,7 @@ def load_or_convert(
     cache_root: str | Path,
     dtype: DTypeLike,
     convert: Callable[[], Params],
+    converter_version: str,
     sharding_for: ShardingFor | None = None,
     source: str | None = None,
     revision: str | None = None,
@@ -209,7 +233,7 @@ def load_or_convert(
     """
     source_dir, cache_root = Path(source_dir), Path(cache_root)
     source_fingerprint = fingerprint(source_dir)
-    entry = cache_root / cache_key(source_fingerprint, dtype)
+    entry = cache_root / cache_key(source_fingerprint, dtype, converter_version)
     sweep_stale_temporaries(cache_root)
     if (entry / MANIFEST_FILE).is_file():
         manifest = json.loads((entry / MANIFEST_FILE).read_text())
@@ -222,20 +246,9 @@ def load_or_convert(
             ) from err
         return CacheResult(params, entry, manifest, hit=True)
     params = convert()
-    manifest = _manifest(source or str(source_dir), revision, source_fingerprint, dtype)
+    manifest = _manifest(source or str(source_dir), revision, source_fingerprint, dtype, converter_version)
     entry = write_entry(cache_root, entry.name, params, manifest)
     return CacheResult(params, entry, manifest, hit=False)
-
-
-def read_config(source_dir: str | Path) -> dict[str, Any]:
-    """config.json of a checkpoint directory, or a CheckpointError saying it is missing or broken."""
-    path = Path(source_dir) / "config.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing: a checkpoint directory needs the model's config.json") from None
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path} is not valid JSON: {err}") from None
 
 
 def convert_checkpoint(
@@ -243,20 +256,21 @@ def convert_checkpoint(
     out_dir: str | Path,
     dtype: DTypeLike = "float32",
     *,
-    family_for: FamilyFor,
+    converter_for: ConverterFor,
     revision: str | None = None,
     sharding_for: ShardingFor | None = None,
     hub_cache_dir: str | Path | None = None,
 ) -> CacheResult:
     """``jaxprobe convert SRC --out DIR``: resolve SRC (directory or Hub id), convert through the family's keymap.
 
-    ``family_for(config) -> (keymap, abstract_params)`` is the model registry's hook; it is a parameter so the
-    weights package never imports model code.
+    ``converter_for(config) -> Converter`` is the families registry's hook; it is a parameter so the weights
+    package never imports model or family code.
     """
     local_dir, resolved_revision = resolve_source(src, revision, cache_dir=hub_cache_dir)
-    keymap, abstract_params = family_for(read_config(local_dir))
+    converter = converter_for(read_config_json(local_dir))
 
     def convert() -> Params:
-        return load_params(local_dir, keymap, abstract_params, dtype, sharding_for)
+        return load_params(local_dir, converter.keymap, converter.abstract_params, dtype, sharding_for)
 
-    return load_or_convert(local_dir, out_dir, dtype, convert, sharding_for, str(src), resolved_revision)
+    return load_or_convert(local_dir, out_dir, dtype, convert, converter.version, sharding_for, str(src),
+                           resolved_revision)

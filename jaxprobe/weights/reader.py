@@ -1,14 +1,16 @@
 """Stream tensors out of a HuggingFace safetensors checkpoint directory, one at a time.
 
 Host memory should peak near one tensor, not the model, so nothing here ever builds a full state dict. We parse
-the (tiny, documented) safetensors header ourselves and read each tensor with a plain ``readinto`` instead of
-memory-mapping the file: pages of a memory map stay resident (and count in RSS) until the whole file is closed,
-which for a single-file checkpoint would double peak memory while the params tree is being filled.
+the (tiny, documented) safetensors header ourselves. ``read_slice`` reads one tensor (or the slice of it one
+device holds) through a memory map that lives only for that read: pages of a long-lived map stay resident (and
+count in RSS) until the file is closed, which for a single-file checkpoint would double peak memory, while a
+short-lived map touches only the pages of the requested slice (a host of a multi-host run reads its own shards).
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -166,6 +168,34 @@ def read_tensor(handle, file: Path, name: str, info: TensorInfo) -> np.ndarray:
     if got != info.end - info.start:
         raise _corrupt(file, f"tensor {name!r}: read {got} of {info.end - info.start} bytes (file changed?)")
     return array
+
+
+def read_slice(file: Path, info: TensorInfo, transform=None, index: tuple[slice, ...] | None = None,
+               dtype: np.dtype | None = None) -> np.ndarray:
+    """A fresh array ``transform(tensor)[index]`` cast to ``dtype``, touching only the pages it needs."""
+    count = int(np.prod(info.shape))
+    if count == 0:
+        view = np.empty(info.shape, info.dtype)
+        return np.asarray((transform(view) if transform else view)[index or ()], dtype=dtype or info.dtype)
+    with open(file, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        if info.end > len(mapped):
+            raise _corrupt(file, f"tensor ends at byte {info.end} but the file now has {len(mapped)} (file changed?)")
+        view = np.frombuffer(mapped, dtype=info.dtype, count=count, offset=info.start).reshape(info.shape)
+        selected = (transform(view) if transform else view)[index or ()]
+        out = np.array(selected, dtype=dtype or info.dtype, order="C")
+        del view, selected
+    return out
+
+
+def read_config_json(checkpoint_dir: str | Path) -> dict:
+    """config.json of a checkpoint directory, or a CheckpointError saying it is missing or broken."""
+    path = Path(checkpoint_dir) / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: a checkpoint directory needs the model's config.json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON: {err}") from None
 
 
 def iter_tensors(directory: str | Path) -> Iterator[tuple[str, Path, np.ndarray]]:

@@ -1,0 +1,80 @@
+"""Qwen2-VL and Qwen2.5-VL (8 of the study's 14 models, and its Qwen2.5-VL-7B baseline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxprobe.families.base import ModelInputs, SiteLayout
+from jaxprobe.families.qwen_vl import config as qwen_config
+from jaxprobe.families.qwen_vl import keymap as qwen_keymap
+from jaxprobe.models.config import VLMConfig
+from jaxprobe.models.layers import layer_name
+from jaxprobe.weights.reader import read_config_json
+
+INIT_TOKENS = 8  # param shapes depend on neither the sequence length nor the image grid
+
+# (param path regex, PartitionSpec entries over the full leaf; stacked leaves lead with the layer axis)
+SHARDING_RULES = [
+    (r"decoder/layers/self_attn/[qkv]_proj/kernel", (None, None, "model")),
+    (r"decoder/layers/self_attn/[qkv]_proj/bias", (None, "model")),
+    (r"decoder/layers/self_attn/o_proj/kernel", (None, "model", None)),
+    (r"decoder/layers/mlp/(gate|up)_proj/kernel", (None, None, "model")),
+    (r"decoder/layers/mlp/down_proj/kernel", (None, "model", None)),
+    (r"decoder/embed_tokens/embedding", ("model", None)),
+    (r"decoder/lm_head/kernel", (None, "model")),
+    (r"vision/blocks/mlp/(fc1|gate_proj|up_proj)/kernel", (None, None, "model")),
+    (r"vision/blocks/mlp/(fc1|gate_proj|up_proj)/bias", (None, "model")),
+    (r"vision/blocks/mlp/(fc2|down_proj)/kernel", (None, "model", None)),
+    (r"vision/blocks/proj/kernel", (None, "model", None)),
+    (r"connector/mlp_0/kernel", (None, "model")),
+    (r"connector/mlp_0/bias", ("model",)),
+    (r"connector/mlp_2/kernel", ("model", None)),
+]
+
+
+class QwenVLFamily:
+    name = "qwen_vl"
+    model_types = qwen_config.MODEL_TYPES
+    converter_version = 2  # 2: scanned layers, separate connector module
+
+    def parse_config(self, config_json: dict[str, Any]) -> VLMConfig:
+        return qwen_config.parse_config(config_json)
+
+    def keymap(self, config: VLMConfig):
+        return qwen_keymap.keymap(config.text.tie_word_embeddings)
+
+    def sharding_rules(self, config: VLMConfig) -> list[tuple[str, tuple[str | None, ...]]]:
+        return SHARDING_RULES
+
+    def init_inputs(self, config: VLMConfig) -> ModelInputs:
+        merge = config.vision.merge_size
+        grid = (1, 2 * merge, 2 * merge)
+        ids = np.zeros((1, INIT_TOKENS), np.int32)
+        return ModelInputs(input_ids=ids, attention_mask=np.ones_like(ids), positions=np.zeros((1, 3, INIT_TOKENS),
+                           np.int32), pixels=np.zeros((1, grid[1] * grid[2], config.vision.patch_dim), np.float32),
+                           image_mask=np.zeros((1, INIT_TOKENS), bool), last_index=np.zeros(1, np.int32),
+                           image_grid=grid)
+
+    def processor(self, checkpoint_dir: Path):
+        from jaxprobe.families.qwen_vl.processor import QwenVLProcessor
+
+        config = self.parse_config(read_config_json(checkpoint_dir))
+        return QwenVLProcessor(checkpoint_dir, config.vision.merge_size, config.image_token_id)
+
+    def site_layout(self, config: VLMConfig) -> SiteLayout:
+        depth = config.vision.depth
+        return SiteLayout(vision_depth=depth, llm_depth=config.text.num_layers,
+                          connector_source=f"vision.{layer_name(depth - 1, depth)}")
+
+    def tiny_checkpoint(self, out_dir: Path, model_type: str, seed: int = 0) -> Path:
+        from jaxprobe.families.qwen_vl.tiny import write_tiny_checkpoint
+
+        return write_tiny_checkpoint(model_type, out_dir, seed)
+
+    def reference(self):
+        from jaxprobe.families.qwen_vl.reference import QwenVLReference
+
+        return QwenVLReference()

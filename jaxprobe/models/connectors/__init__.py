@@ -1,0 +1,1 @@
+"""Connectors from vision features to LLM embeddings, chosen by ``ConnectorConfig.kind``."""

@@ -1,0 +1,1 @@
+"""Decoder-only LLMs; one module with feature flags (``TextConfig``)."""

@@ -1,0 +1,1 @@
+"""Vision towers, one file per architecture, chosen by ``VisionConfig.tower``."""

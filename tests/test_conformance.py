@@ -1,0 +1,138 @@
+"""The conformance suite every registered family passes (DESIGN.md: "what adding a family means").
+
+For each family in ``jaxprobe.families.registry.FAMILIES`` a module ``tests/families/<name>.py`` supplies cases:
+tiny checkpoints written by transformers (PyTorch) with unusual shapes, and inputs for them. Checked here: the key
+map fills every leaf exactly once, the family's own tiny checkpoints round-trip through transformers, every site
+and the logits match the PyTorch reference within 1e-4 (float32), token bookkeeping holds (padding on either
+side), and 1 device, 8 devices and model-sharded params agree.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import jax
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from jaxprobe.capture.forward import PooledForward, apply_sown, sown_shapes
+from jaxprobe.capture.sites import select_sites, sites_for
+from jaxprobe.families.loading import abstract_params, load_model
+from jaxprobe.families.registry import FAMILIES
+from jaxprobe.parallel import make_mesh
+from jaxprobe.parity import run_parity
+from jaxprobe.weights.loader import plan_load
+from jaxprobe.weights.reader import checkpoint_headers, read_config_json
+
+ATOL = 1e-4
+
+
+def cases_of(family) -> object:
+    return importlib.import_module(f"tests.families.{family.name}")
+
+
+PARITY = [(family, case) for family in FAMILIES for case in cases_of(family).CASES]
+ROUND_TRIP = [(family, model_type) for family in FAMILIES for model_type in family.model_types]
+
+
+def test_every_registered_family_has_conformance_cases():
+    for family in FAMILIES:
+        module = cases_of(family)
+        assert family.name == module.FAMILY
+        uncovered = set(family.model_types) - {module.CASES[case][0] for case in module.CASES}
+        assert not uncovered, f"{family.name}: no parity case for {uncovered}"
+
+
+@pytest.mark.parametrize(("family", "case"), PARITY, ids=[case for _, case in PARITY])
+def test_parity_of_every_site_and_the_logits(tmp_path, family, case):
+    module = cases_of(family)
+    directory, inputs = module.build(case, tmp_path)
+    report = run_parity(directory, ATOL, inputs=inputs)
+    vision_depth, llm_depth = module.depths(case)
+    assert len(report.max_abs) == vision_depth + llm_depth + 2  # + connector and logits
+    assert report.passed, report.table()
+    assert report.next_token_kl < 1e-6
+
+
+@pytest.mark.parametrize(("family", "case"), PARITY[:1] + PARITY[-1:], ids=lambda x: getattr(x, "name", x))
+def test_keymap_fills_every_leaf_exactly_once(tmp_path, family, case):
+    directory, _ = cases_of(family).build(case, tmp_path)
+    config = family.parse_config(read_config_json(directory))
+    abstract = abstract_params(family, config)
+    plan = plan_load(directory, family.keymap(config), abstract)
+    leaves = traverse_util.flatten_dict(abstract)
+    assert set(plan) == set(leaves)
+    for path, pieces in plan.items():
+        rows = [piece.layer for piece in pieces]
+        assert rows == [None] or sorted(rows) == list(range(leaves[path].shape[0])), path
+    stored = {name for infos in checkpoint_headers(directory).values() for name in infos}
+    mapped = {piece.name for pieces in plan.values() for piece in pieces}
+    skipped = {name for name in stored if family.keymap(config).targets(name) == []}
+    assert stored == mapped | skipped
+
+
+@pytest.mark.parametrize(("family", "model_type"), ROUND_TRIP, ids=[m for _, m in ROUND_TRIP])
+def test_tiny_checkpoint_round_trip(tmp_path, family, model_type):
+    """The family's torch-free tiny checkpoint loads in transformers with every tensor used, and passes parity on
+    inputs from its own processor."""
+    from transformers import AutoModelForImageTextToText
+
+    directory = family.tiny_checkpoint(tmp_path, model_type, seed=3)
+    _, info = AutoModelForImageTextToText.from_pretrained(directory, output_loading_info=True)
+    assert {k: v for k, v in info.items() if v} == {}
+    report = run_parity(directory, ATOL)
+    assert report.passed, report.table()
+
+
+@pytest.fixture(scope="module", params=ROUND_TRIP, ids=[m for _, m in ROUND_TRIP])
+def tiny(request, tmp_path_factory):
+    family, model_type = request.param
+    directory = family.tiny_checkpoint(tmp_path_factory.mktemp(model_type), model_type, seed=1)
+    processor = family.processor(directory)
+    prompt = processor.prompt(["normal", "benign", "malignant"], "Which?\n{options}\nAnswer with the letter.")
+    from jaxprobe.data.synthetic import SyntheticSpec, render_image
+
+    images = [render_image(SyntheticSpec(image_size=48), i, i, i % 3) for i in range(3)]
+    return family, directory, prompt, processor.encode(prompt, images)
+
+
+def test_token_bookkeeping(tiny):
+    """One image span per row as long as the connector's output; the last index is the prompt's last token; a
+    connector-only forward (no LLM run) gives the same connector features as the full one."""
+    family, directory, prompt, inputs = tiny
+    loaded = load_model(directory, cache_dir=False)
+    _, sown = jax.jit(lambda p, x: apply_sown(loaded.module(), p, x))(loaded.params, jax.tree.map(np.asarray, inputs))
+    tokens = sown["connector.output"].shape[1]
+    assert (np.asarray(inputs.image_mask).sum(1) == tokens).all()
+    ids, mask = np.asarray(inputs.input_ids), np.asarray(inputs.attention_mask)
+    rows = np.arange(len(ids))
+    assert (mask.cumsum(1)[rows, inputs.last_index] == mask.sum(1)).all() and (mask[rows, inputs.last_index] == 1).all()
+    prompt_ids = family.processor(directory).tokenizer(prompt.text, add_special_tokens=False).input_ids
+    assert (ids[rows, inputs.last_index] == prompt_ids[-1]).all()
+    connector_only = PooledForward(loaded, select_sites(sites_for(sown_shapes(family, loaded.config)),
+                                                        ["connector.output"]), None, None)
+    assert connector_only.plan.text_layers == 0 and not connector_only.plan.logits
+    features, answers = connector_only(inputs)
+    assert answers is None
+    np.testing.assert_allclose(features["connector.output"], np.asarray(sown["connector.output"]).mean(1), atol=1e-6)
+
+
+def test_one_eight_devices_and_sharded_params_agree(tiny):
+    family, directory, prompt, inputs = tiny
+
+    def forward(mesh):
+        loaded = load_model(directory, mesh=mesh, cache_dir=False)
+        sites = select_sites(sites_for(sown_shapes(family, loaded.config)), ["*"])
+        return loaded, *PooledForward(loaded, sites, prompt.option_token_ids, mesh)(inputs)
+
+    _, one, answers_1 = forward(make_mesh(1, 1))
+    _, eight, answers_8 = forward(make_mesh(8, 1))
+    sharded, split, answers_s = forward(make_mesh(2, 4))
+    for name in one:
+        np.testing.assert_allclose(eight[name], one[name], atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(split[name], one[name], atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(answers_8.answer_prob, answers_1.answer_prob, atol=1e-6)
+    np.testing.assert_allclose(answers_s.answer_prob, answers_1.answer_prob, atol=1e-6)
+    kernel = sharded.params["decoder"]["layers"]["mlp"]["up_proj"]["kernel"]
+    assert kernel.sharding.spec[-1] == "model" and len(kernel.addressable_shards) == 8
