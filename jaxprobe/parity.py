@@ -18,7 +18,6 @@ from jaxprobe.capture.forward import apply_sown
 from jaxprobe.errors import CheckpointError
 from jaxprobe.families.base import ModelInputs
 from jaxprobe.families.loading import LoadedModel, load_model
-from jaxprobe.families.registry import family_of
 from jaxprobe.models.layers import layer_name
 from jaxprobe.models.stack import STACKED_SUFFIX
 
@@ -27,11 +26,15 @@ PARITY_QUESTION = "Which of the following best describes this medical image?\n{o
 PARITY_IMAGE_SIZE = 64
 
 
+PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json")
+
+
 @dataclasses.dataclass(frozen=True)
 class ParityReport:
     max_abs: dict[str, float]  # site -> max abs difference
     next_token_kl: float
     atol: float
+    inputs: str = "the checkpoint's processor"
 
     @property
     def passed(self) -> bool:
@@ -40,6 +43,7 @@ class ParityReport:
     def table(self) -> str:
         lines = [f"{site:32s} {value:.2e}" for site, value in self.max_abs.items()]
         lines.append(f"{'next-token KL':32s} {self.next_token_kl:.2e}")
+        lines.append(f"{'inputs':32s} {self.inputs}")
         lines.append(f"{'PASS' if self.passed else 'FAIL'} at atol {self.atol:g}")
         return "\n".join(lines)
 
@@ -84,13 +88,16 @@ def compare(ours: dict[str, np.ndarray], reference: dict[str, np.ndarray],
     return diffs, float(jnp.max(jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)))
 
 
-def parity_inputs(checkpoint_dir: Path) -> ModelInputs:
-    """A synthetic lesion image and the classification prompt, through the checkpoint's own processor."""
+def parity_inputs(loaded: LoadedModel) -> tuple[ModelInputs, str]:
+    """A synthetic lesion image and the classification prompt through the checkpoint's own processor; for a
+    checkpoint with no tokenizer or processor files at all, the family's synthetic inputs (said in the report)."""
     from jaxprobe.data.synthetic import SyntheticSpec, render_image
 
-    processor = family_of(checkpoint_dir).processor(checkpoint_dir)
+    if not any((loaded.checkpoint / name).is_file() for name in PROCESSOR_FILES):
+        return loaded.family.synthetic_inputs(loaded.config), "synthetic ids and pixels (no processor files)"
+    processor = loaded.family.processor(loaded.checkpoint)
     image = render_image(SyntheticSpec(image_size=PARITY_IMAGE_SIZE), 0, 0, 2)
-    return processor.encode(processor.prompt(PARITY_CLASSES, PARITY_QUESTION), [image])
+    return processor.encode(processor.prompt(PARITY_CLASSES, PARITY_QUESTION), [image]), "the checkpoint's processor"
 
 
 def run_parity(checkpoint_dir: str | Path, atol: float = 1e-4, inputs: ModelInputs | None = None) -> ParityReport:
@@ -99,13 +106,9 @@ def run_parity(checkpoint_dir: str | Path, atol: float = 1e-4, inputs: ModelInpu
     if not checkpoint_dir.is_dir():
         raise CheckpointError(f"{checkpoint_dir} is not a checkpoint directory (parity needs a local directory "
                               "with config.json and safetensors; `jaxprobe convert` fetches hub ids)")
-    try:
-        import torch  # noqa: F401
-    except ImportError as error:
-        raise CheckpointError("parity needs the PyTorch reference: pip install torch==2.13.0") from error
     loaded = load_model(checkpoint_dir, "float32", cache_dir=False)
-    inputs = inputs if inputs is not None else parity_inputs(checkpoint_dir)
+    inputs, source = (inputs, "given") if inputs is not None else parity_inputs(loaded)
     reference = loaded.family.reference()
     expected = reference.run(reference.load(checkpoint_dir), inputs)
     diffs, kl = compare(jax_activations(loaded, inputs), expected, np.asarray(inputs.attention_mask))
-    return ParityReport(diffs, kl, atol)
+    return ParityReport(diffs, kl, atol, source)

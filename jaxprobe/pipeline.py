@@ -26,16 +26,6 @@ class PreparedData:
     index: pd.DataFrame  # one row per sample: split (as built), id, label, group
     assignment: dict[str, np.ndarray]  # train/val/test -> row indices into ``index``
 
-    def split_table(self) -> str:
-        """Images, patients and class counts per assigned split."""
-        rows = {}
-        for name, rows_idx in self.assignment.items():
-            part = self.index.iloc[rows_idx]
-            counts = part.label.value_counts().reindex(range(len(self.summary.class_names)), fill_value=0)
-            rows[name] = {"images": len(part), "groups": part.group.nunique(),
-                          **dict(zip(self.summary.class_names, counts.tolist(), strict=True))}
-        return pd.DataFrame(rows).T.to_string()
-
 
 def data_dir_of(config: ml_collections.ConfigDict) -> Path:
     return Path(config.data.data_dir or Path(config.workdir) / "datasets")

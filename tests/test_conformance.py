@@ -136,3 +136,16 @@ def test_one_eight_devices_and_sharded_params_agree(tiny):
     np.testing.assert_allclose(answers_s.answer_prob, answers_1.answer_prob, atol=1e-6)
     kernel = sharded.params["decoder"]["layers"]["mlp"]["up_proj"]["kernel"]
     assert kernel.sharding.spec[-1] == "model" and len(kernel.addressable_shards) == 8
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_parity_command_on_a_bare_save_pretrained_checkpoint(tmp_path, family, capsys):
+    """A checkpoint with only config.json and weights (no tokenizer or processor files) still passes
+    ``jaxprobe parity``, on the family's synthetic inputs, and says so."""
+    from jaxprobe.cli import main
+
+    module = cases_of(family)
+    directory, _ = module.build(next(iter(module.CASES)), tmp_path)
+    assert main(["parity", str(directory)]) == 0
+    out = capsys.readouterr().out
+    assert "PASS at atol 0.0001" in out and "synthetic" in out

@@ -184,3 +184,28 @@ def test_logistic_matches_sklearn_on_tiny_model_features(finished_run):
         model.fit(scaler.transform(x[train]).astype(np.float64), labels[train])
         reference = model.score(scaler.transform(x[test]), labels[test])
         assert abs((ours.argmax(-1) == labels[test]).mean() - reference) <= 0.005 + 1e-9, site
+
+
+def test_a_checkpoint_converted_once_is_restored_from_the_params_cache(tmp_path, monkeypatch):
+    """A second workdir on the same checkpoint restores the cached params: no safetensors tensor is read."""
+    from jaxprobe.families.registry import family_by_name
+    from jaxprobe.weights import reader
+
+    checkpoint = family_by_name("qwen_vl").tiny_checkpoint(tmp_path / "ckpt", "qwen2_vl", seed=2)
+
+    def config(name):
+        return load_config("demo", [*FAST, f"workdir={tmp_path / name}", f"model.checkpoint={checkpoint}",
+                                    f"model.cache_dir={tmp_path / 'cache'}", "capture.sites=('vision.*',)"])
+
+    extract_module.run_extract(config("a"))
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("a safetensors tensor was read")
+
+    monkeypatch.setattr(reader, "read_slice", no_reads)
+    extract_module.run_extract(config("b"))
+    stages = [json.loads((tmp_path / name / "manifest.json").read_text())["stages"]["extract"] for name in "ab"]
+    assert [stage["params_cache_hit"] for stage in stages] == [False, True]
+    first, second = FeatureStore.open(tmp_path / "a" / "features"), FeatureStore.open(tmp_path / "b" / "features")
+    for site in first.sites:
+        np.testing.assert_array_equal(first.load(site), second.load(site))

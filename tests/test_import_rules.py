@@ -65,3 +65,42 @@ def test_fresh_interpreter_loads_neither_tfds_nor_models():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                          cwd=PACKAGE.parent)
     assert out.stdout.strip() == "", out.stdout
+
+
+MODELS_MAY_IMPORT = ("jax", "flax", "numpy", "jaxprobe.models")
+
+
+def test_models_import_only_jax_flax_numpy_and_themselves():
+    offences = []
+    for path in sorted((PACKAGE / "models").rglob("*.py")):
+        for module in sorted(imported_modules(path)):
+            top = module.split(".")[0]
+            if top in sys.stdlib_module_names or any(_violates(module, allowed) for allowed in MODELS_MAY_IMPORT):
+                continue
+            offences.append(f"{path.relative_to(PACKAGE.parent)} imports {module}")
+    assert not offences, "\n".join(offences)
+
+
+def test_only_families_know_families_and_transformers():
+    """Outside families/, no module imports a family folder, transformers or torch (parity reaches the PyTorch
+    reference through ``Family.reference()``)."""
+    family_folders = [f"jaxprobe.families.{p.name}" for p in (PACKAGE / "families").iterdir() if p.is_dir()
+                      and (p / "__init__.py").is_file()]
+    assert family_folders, "no family folders found"
+    offences = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.is_relative_to(PACKAGE / "families"):
+            continue
+        for module in sorted(imported_modules(path)):
+            if any(_violates(module, prefix) for prefix in (*family_folders, "transformers", "torch")):
+                offences.append(f"{path.relative_to(PACKAGE.parent)} imports {module}")
+    assert not offences, "\n".join(offences)
+
+
+def test_weights_know_no_models_or_families():
+    forbidden = ("jaxprobe.models", "jaxprobe.families", "jaxprobe.capture", "jaxprobe.probes", "jaxprobe.scoring",
+                 "jaxprobe.report", "jaxprobe.data", "transformers", "torch")
+    offences = [f"{path.relative_to(PACKAGE.parent)} imports {module}"
+                for path in sorted((PACKAGE / "weights").rglob("*.py")) for module in sorted(imported_modules(path))
+                if any(_violates(module, prefix) for prefix in forbidden)]
+    assert not offences, "\n".join(offences)

@@ -20,6 +20,7 @@ from jaxprobe.weights.hub import resolve_source
 from jaxprobe.weights.keymap import ParamTarget, transpose_linear
 from jaxprobe.weights.loader import load_params, resolve_dtype
 from jaxprobe.weights.reader import INDEX_FILE, SINGLE_FILE, iter_tensors
+from jaxprobe.weights.rules import Rule, RuleKeyMap
 
 SHAPES = {
     "dense0.weight": (16, 8),  # torch Linear [out, in] -> kernel [8, 16]
@@ -332,3 +333,58 @@ def test_damaged_cache_entry_is_a_checkpoint_error(tmp_path):
             path.unlink()
     with pytest.raises(CheckpointError, match=r"cannot be restored.*delete that directory"):
         wcache.load_or_convert(directory, tmp_path / "cache", "float32", lambda: load(directory), "dotted/1")
+
+
+STACKED_RULES = RuleKeyMap((Rule(r"layers\.(?P<layer>\d+)\.proj\.weight", ("layers", "proj")),
+                            Rule(r"layers\.(?P<layer>\d+)\.norm\.weight", ("layers", "norm"), "norm")))
+LAYERS, WIDTH = 4, 8
+
+
+def stacked_abstract(layers: int = LAYERS) -> dict:
+    return {"layers": {"proj": {"kernel": jax.ShapeDtypeStruct((layers, WIDTH, 2 * WIDTH), np.float32)},
+                       "norm": {"scale": jax.ShapeDtypeStruct((layers, WIDTH), np.float32)}}}
+
+
+def stacked_tensors(layers: int = LAYERS) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    out = {}
+    for i in range(layers):
+        out[f"layers.{i}.proj.weight"] = rng.normal(size=(2 * WIDTH, WIDTH)).astype(np.float32)
+        out[f"layers.{i}.norm.weight"] = rng.normal(size=(WIDTH,)).astype(np.float32)
+    return out
+
+
+def test_stacked_leaves_fill_row_by_row_and_shard(tmp_path):
+    values = stacked_tensors()
+    directory = write_single(tmp_path / "ckpt", values)
+    mesh = Mesh(np.array(jax.devices()), ("model",))
+
+    def sharding(path):
+        return NamedSharding(mesh, PartitionSpec(None, None, "model")) if path[-1] == "kernel" else None
+
+    params = load_params(directory, STACKED_RULES, stacked_abstract(), sharding_for=sharding)
+    kernel = params["layers"]["proj"]["kernel"]
+    assert kernel.sharding.spec == PartitionSpec(None, None, "model") and len(kernel.addressable_shards) == 8
+    scale = np.asarray(params["layers"]["norm"]["scale"])
+    for i in range(LAYERS):
+        np.testing.assert_array_equal(np.asarray(kernel)[i], values[f"layers.{i}.proj.weight"].T)
+        np.testing.assert_array_equal(scale[i], values[f"layers.{i}.norm.weight"])
+
+
+@pytest.mark.parametrize(("edit", "pattern"), [
+    (lambda v: v.pop("layers.2.proj.weight"), r"lacks 1 parameter.*layers/proj/kernel layers \[2\]"),
+    (lambda v: v.update({"layers.7.norm.weight": v["layers.0.norm.weight"]}), r"layer 7, but the config has 4"),
+])
+def test_stacked_rows_missing_or_out_of_range_are_named(tmp_path, edit, pattern):
+    values = stacked_tensors()
+    edit(values)
+    with pytest.raises(CheckpointError, match=pattern):
+        load_params(write_single(tmp_path / "ckpt", values), STACKED_RULES, stacked_abstract())
+
+
+def test_a_row_filled_twice_is_named(tmp_path):
+    twice = RuleKeyMap((*STACKED_RULES.rules, Rule(r"extra\.(?P<layer>\d+)\.weight", ("layers", "norm"), "norm")))
+    values = {**stacked_tensors(), "extra.1.weight": np.ones(WIDTH, np.float32)}
+    pattern = r"'(layers.1.norm|extra.1).weight'.* fills layers/norm/scale, already filled"
+    with pytest.raises(CheckpointError, match=pattern):
+        load_params(write_single(tmp_path / "ckpt", values), twice, stacked_abstract())

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from jaxprobe.errors import ConfigError
+from jaxprobe.errors import CheckpointError, ConfigError
 from jaxprobe.models.config import VLMConfig
 from jaxprobe.models.inputs import ModelInputs
 from jaxprobe.weights.keymap import KeyMap
@@ -97,6 +97,14 @@ class FamilyProcessor(Protocol):
         ...
 
 
+def require_torch() -> None:
+    """The PyTorch reference needs torch; say how to get it instead of an ImportError."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as error:
+        raise CheckpointError("parity needs the PyTorch reference: pip install torch==2.13.0") from error
+
+
 class Reference(Protocol):
     """The PyTorch model (transformers) and hooks that ``jaxprobe parity`` compares against (imports torch)."""
 
@@ -130,6 +138,11 @@ class Family(Protocol):
         ...
 
     def processor(self, checkpoint_dir: Path) -> FamilyProcessor: ...
+
+    def synthetic_inputs(self, config: VLMConfig, batch: int = 1, seed: int = 0) -> ModelInputs:
+        """Random but well-formed inputs (one image span per row, non-square grid) for checkpoints that ship no
+        tokenizer or image processor, e.g. a bare ``save_pretrained`` of the model: parity still runs on them."""
+        ...
 
     def site_layout(self, config: VLMConfig) -> SiteLayout: ...
 

@@ -64,6 +64,24 @@ class QwenVLFamily:
         config = self.parse_config(read_config_json(checkpoint_dir))
         return QwenVLProcessor(checkpoint_dir, config.vision.merge_size, config.image_token_id)
 
+    def synthetic_inputs(self, config: VLMConfig, batch: int = 1, seed: int = 0) -> ModelInputs:
+        from jaxprobe.families.qwen_vl.processor import rope_index
+
+        rng = np.random.default_rng(seed)
+        merge = config.vision.merge_size
+        grid = (1, 2 * merge, 3 * merge)  # not square: catches a swapped (h, w)
+        tokens = grid[1] * grid[2] // merge**2
+        text_ids = [i for i in range(min(config.text.vocab_size, 1000)) if i != config.image_token_id]
+        rows = [np.concatenate([rng.choice(text_ids, 6), [config.image_token_id] * tokens, rng.choice(text_ids, 5)])
+                for _ in range(batch)]
+        ids = np.stack(rows).astype(np.int32)
+        mask = np.ones_like(ids)
+        return ModelInputs(input_ids=ids, attention_mask=mask,
+                           positions=rope_index(ids, mask, grid, config.image_token_id, merge).astype(np.int32),
+                           pixels=rng.normal(size=(batch, grid[1] * grid[2], config.vision.patch_dim)).astype(
+                               np.float32), image_mask=ids == config.image_token_id,
+                           last_index=np.full(batch, ids.shape[1] - 1, np.int32), image_grid=grid)
+
     def site_layout(self, config: VLMConfig) -> SiteLayout:
         depth = config.vision.depth
         return SiteLayout(vision_depth=depth, llm_depth=config.text.num_layers,

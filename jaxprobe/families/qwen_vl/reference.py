@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxprobe.families.base import ModelInputs
+from jaxprobe.families.base import ModelInputs, require_torch
 from jaxprobe.models.layers import layer_name
 
 
@@ -26,6 +26,7 @@ def torch_inputs(inputs: ModelInputs) -> dict[str, Any]:
 
 class QwenVLReference:
     def load(self, checkpoint_dir: Path) -> Any:
+        require_torch()
         from transformers import AutoModelForImageTextToText
 
         return AutoModelForImageTextToText.from_pretrained(checkpoint_dir, dtype="float32").eval()
