@@ -51,11 +51,11 @@ def run_jaxprobe(checkpoint: Path, count: int, sites: list[str]) -> dict:
     prompt, batches = _batches(checkpoint, count)
     loaded = load_model(checkpoint, cache_dir=False)
     chosen = select_sites(sites_for(sown_shapes(loaded.family, loaded.config)), sites)
-    forward = PooledForward(loaded, chosen, prompt.option_token_ids, None)
-    forward(batches[0])
+    forward = PooledForward(loaded, chosen, answer=True, mesh=None)
+    forward(batches[0], prompt.option_token_ids)
     start = time.perf_counter()
     for batch in batches[1:]:
-        forward(batch)
+        forward(batch, prompt.option_token_ids)
     return {"seconds": time.perf_counter() - start, "sites": len(chosen)}
 
 

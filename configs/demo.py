@@ -41,6 +41,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.capture.feature_dtype = "float32"
     config.capture.question = ("Which of the following best describes this medical image?\n{options}\n"
                                "Answer with the option's letter.")
+    # The model's answer: option-letter scores (cheap, always parseable, calibrated), the generated reply parsed
+    # into a class (the study's P_final), or both.
+    config.capture.answer = "both"  # scores | generate | both
+    config.capture.generate = ml_collections.ConfigDict()
+    config.capture.generate.max_new_tokens = 64  # reasoning models (<think>...</think>) need more: 512
+    config.capture.generate.temperature = 0.0  # 0: greedy, as transformers' generate(do_sample=False)
+    config.capture.generate.top_p = 1.0  # nucleus sampling when temperature > 0
+    config.capture.generate.seed = 0  # sampling keys and the option orders below
+    config.capture.option_orders = 1  # reliability: K > 1 also asks with K - 1 random orders of the options
+    config.capture.paraphrases = ()  # reliability: more question templates, each with an {options} field
 
     config.probe = ml_collections.ConfigDict()
     config.probe.kinds = ("ridge", "logistic")  # add "mlp" for the study's MLP protocol (slower)

@@ -212,7 +212,10 @@ class FeatureStoreWriter:
     def _write_answers(self, start: int, answers: pd.DataFrame) -> None:
         index = pd.read_parquet(self.path / INDEX_FILE)
         for column in answers.columns:
-            if column not in index:
-                index[column] = np.nan
+            if column not in index:  # text columns (generated answers) stay text; numbers start as NaN
+                index[column] = pd.Series([None] * len(index), dtype=object) if answers[column].dtype == object \
+                    else np.nan
             index.loc[start:start + len(answers) - 1, column] = answers[column].to_numpy()
-        index.to_parquet(self.path / INDEX_FILE, index=False)
+        temporary = self.path / (INDEX_FILE + ".tmp")
+        index.to_parquet(temporary, index=False)
+        os.replace(temporary, self.path / INDEX_FILE)

@@ -30,7 +30,8 @@ def test_sites_equal_pooled_reference_activations(setup):
     family, directory, prompt, inputs = setup
     loaded = load_model(directory, cache_dir=False)
     sites = select_sites(sites_for(sown_shapes(family, loaded.config)), ["*"])
-    features, answers = PooledForward(loaded, sites, prompt.option_token_ids, None)(inputs)
+    output = PooledForward(loaded, sites, answer=True, mesh=None)(inputs, prompt.option_token_ids)
+    features = output.features
     reference = family.reference()
     expected = reference.run(reference.load(directory), inputs)
     for i in range(loaded.config.vision.depth):
@@ -46,8 +47,7 @@ def test_sites_equal_pooled_reference_activations(setup):
     option_logits = expected["logits"][rows, last][:, prompt.option_token_ids]
     probs = np.exp(option_logits - option_logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
-    np.testing.assert_allclose(answers[[f"answer_score_{k}" for k in range(3)]].to_numpy(), probs, atol=1e-5)
-    assert (answers.answer_pred.to_numpy() == probs.argmax(1)).all()
+    np.testing.assert_allclose(output.option_probs, probs, atol=1e-5)
 
 
 def test_vision_only_selection_runs_only_the_needed_blocks(setup):
@@ -55,9 +55,9 @@ def test_vision_only_selection_runs_only_the_needed_blocks(setup):
     family, directory, prompt, inputs = setup
     loaded = load_model(directory, cache_dir=False)
     everything = sites_for(sown_shapes(family, loaded.config))
-    first = PooledForward(loaded, select_sites(everything, ["vision.layer_00"]), None, None)
+    first = PooledForward(loaded, select_sites(everything, ["vision.layer_00"]), answer=False, mesh=None)
     assert (first.plan.vision_layers, first.plan.text_layers, first.plan.connector) == (1, 0, False)
-    full, _ = PooledForward(loaded, everything, prompt.option_token_ids, None)(inputs)
-    alone, answers = first(inputs)
-    assert answers is None and set(alone) == {"vision.layer_00"}
-    np.testing.assert_allclose(alone["vision.layer_00"], full["vision.layer_00"], atol=1e-6)
+    full = PooledForward(loaded, everything, answer=True, mesh=None)(inputs, prompt.option_token_ids)
+    alone = first(inputs)
+    assert alone.option_probs is None and set(alone.features) == {"vision.layer_00"}
+    np.testing.assert_allclose(alone.features["vision.layer_00"], full.features["vision.layer_00"], atol=1e-6)

@@ -17,6 +17,7 @@ import pytest
 from flax import traverse_util
 
 from jaxprobe.capture.forward import PooledForward, apply_sown, sown_shapes
+from jaxprobe.capture.generate import Sampling
 from jaxprobe.capture.sites import select_sites, sites_for
 from jaxprobe.families.loading import abstract_params, load_model
 from jaxprobe.families.registry import FAMILIES
@@ -53,6 +54,35 @@ def test_parity_of_every_site_and_the_logits(tmp_path, family, case):
     assert len(report.max_abs) == vision_depth + llm_depth + 2  # + connector and logits
     assert report.passed, report.table()
     assert report.next_token_kl < 1e-6
+
+
+GENERATION = [(family, case) for family, case in PARITY if "left-padded" in case or "tied" in case]
+
+
+@pytest.mark.parametrize(("family", "case"), GENERATION, ids=[case for _, case in GENERATION])
+def test_greedy_generation_equals_transformers(tmp_path, family, case):
+    """Token for token, including batches padded on the left with prompts of different lengths."""
+    from jaxprobe.capture.generate import Sampling, generate
+
+    directory, inputs = cases_of(family).build(case, tmp_path)
+    loaded = load_model(directory, cache_dir=False)
+    reference = family.reference()
+    expected = reference.generate(reference.load(directory), inputs, max_new_tokens=12)
+    np.testing.assert_array_equal(generate(loaded, inputs, Sampling(max_new_tokens=12), eos=()), expected)
+
+
+def test_right_padded_rows_generate_as_left_padded_ones(tmp_path):
+    """Cached decoding needs left padding; right-padded inputs are realigned, not decoded from a pad slot."""
+    from jaxprobe.capture.generate import Sampling, generate, left_align
+
+    family, case = next((f, c) for f, c in PARITY if "right-padded" in c)
+    directory, inputs = cases_of(family).build(case, tmp_path)
+    loaded = load_model(directory, cache_dir=False)
+    aligned = left_align(inputs)
+    assert (np.asarray(aligned.attention_mask)[:, -1] == 1).all() and not np.asarray(inputs.attention_mask)[:, -1].any()
+    reference = family.reference()
+    expected = reference.generate(reference.load(directory), aligned, max_new_tokens=6)
+    np.testing.assert_array_equal(generate(loaded, inputs, Sampling(max_new_tokens=6), eos=()), expected)
 
 
 @pytest.mark.parametrize(("family", "case"), PARITY[:1] + PARITY[-1:], ids=lambda x: getattr(x, "name", x))
@@ -111,11 +141,11 @@ def test_token_bookkeeping(tiny):
     prompt_ids = family.processor(directory).tokenizer(prompt.text, add_special_tokens=False).input_ids
     assert (ids[rows, inputs.last_index] == prompt_ids[-1]).all()
     connector_only = PooledForward(loaded, select_sites(sites_for(sown_shapes(family, loaded.config)),
-                                                        ["connector.output"]), None, None)
+                                                        ["connector.output"]), answer=False, mesh=None)
     assert connector_only.plan.text_layers == 0 and not connector_only.plan.logits
-    features, answers = connector_only(inputs)
-    assert answers is None
-    np.testing.assert_allclose(features["connector.output"], np.asarray(sown["connector.output"]).mean(1), atol=1e-6)
+    output = connector_only(inputs)
+    np.testing.assert_allclose(output.features["connector.output"], np.asarray(sown["connector.output"]).mean(1),
+                               atol=1e-6)
 
 
 def test_one_eight_devices_and_sharded_params_agree(tiny):
@@ -124,16 +154,19 @@ def test_one_eight_devices_and_sharded_params_agree(tiny):
     def forward(mesh):
         loaded = load_model(directory, mesh=mesh, cache_dir=False)
         sites = select_sites(sites_for(sown_shapes(family, loaded.config)), ["*"])
-        return loaded, *PooledForward(loaded, sites, prompt.option_token_ids, mesh)(inputs)
+        sampling = Sampling(max_new_tokens=5)
+        forward = PooledForward(loaded, sites, answer=True, mesh=mesh, sampling=sampling)
+        return loaded, forward(inputs, prompt.option_token_ids)
 
-    _, one, answers_1 = forward(make_mesh(1, 1))
-    _, eight, answers_8 = forward(make_mesh(8, 1))
-    sharded, split, answers_s = forward(make_mesh(2, 4))
-    for name in one:
-        np.testing.assert_allclose(eight[name], one[name], atol=1e-5, err_msg=name)
-        np.testing.assert_allclose(split[name], one[name], atol=1e-5, err_msg=name)
-    np.testing.assert_allclose(answers_8.answer_prob, answers_1.answer_prob, atol=1e-6)
-    np.testing.assert_allclose(answers_s.answer_prob, answers_1.answer_prob, atol=1e-6)
+    _, one = forward(make_mesh(1, 1))
+    _, eight = forward(make_mesh(8, 1))
+    sharded, split = forward(make_mesh(2, 4))
+    for name in one.features:
+        np.testing.assert_allclose(eight.features[name], one.features[name], atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(split.features[name], one.features[name], atol=1e-5, err_msg=name)
+    for other in (eight, split):
+        np.testing.assert_allclose(other.option_probs, one.option_probs, atol=1e-6)
+        np.testing.assert_array_equal(other.tokens, one.tokens)  # generation works sharded too
     kernel = sharded.params["decoder"]["layers"]["mlp"]["up_proj"]["kernel"]
     assert kernel.sharding.spec[-1] == "model" and len(kernel.addressable_shards) == 8
 

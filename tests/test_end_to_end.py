@@ -49,6 +49,10 @@ def test_every_stage_output_exists_and_agrees(finished_run):
     assert store.site_layout == {"vision_depth": 2, "llm_depth": 2, "connector_source": "vision.layer_01",
                                  "vision_pooling": "mean_patches", "vision_cls": False}
     assert manifest["stages"]["extract"]["family"] == "qwen_vl"
+    generated = store.index.generated_pred
+    assert generated.between(-1, 2).all() and store.index.generated_text.map(type).eq(str).all()
+    parsed = generated >= 0
+    assert (store.index.generated_how[parsed].isin(["letter", "class name"])).all()
 
 
 def test_second_run_skips_finished_stages(finished_run, capsys):
@@ -106,7 +110,7 @@ def test_crashed_first_extraction_does_not_block_the_workdir(tmp_path, monkeypat
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(extract_module.PooledForward, "__call__", crash)
+    monkeypatch.setattr(extract_module.Answerer, "__call__", crash)
     with pytest.raises(KeyboardInterrupt):
         extract_module.run_extract(config)
     monkeypatch.undo()
@@ -117,19 +121,19 @@ def test_crashed_first_extraction_does_not_block_the_workdir(tmp_path, monkeypat
 
 def test_killed_extraction_resumes_to_identical_features(tmp_path, monkeypatch):
     config = load_config("demo", [*FAST, f"workdir={tmp_path / 'a'}", "capture.sites=('vision.*',)"])
-    real = extract_module.PooledForward.__call__
+    real = extract_module.Answerer.__call__
     calls = {"n": 0}
 
-    def forward_then_die(self, inputs):
+    def forward_then_die(self, images, key=None):
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt
-        return real(self, inputs)
+        return real(self, images, key)
 
-    monkeypatch.setattr(extract_module.PooledForward, "__call__", forward_then_die)
+    monkeypatch.setattr(extract_module.Answerer, "__call__", forward_then_die)
     with pytest.raises(KeyboardInterrupt):
         extract_module.run_extract(config)
-    monkeypatch.setattr(extract_module.PooledForward, "__call__", real)
+    monkeypatch.setattr(extract_module.Answerer, "__call__", real)
     extract_module.run_extract(config)
     fresh = load_config("demo", [*FAST, f"workdir={tmp_path / 'b'}", "capture.sites=('vision.*',)"])
     extract_module.run_extract(fresh)
@@ -209,3 +213,16 @@ def test_a_checkpoint_converted_once_is_restored_from_the_params_cache(tmp_path,
     first, second = FeatureStore.open(tmp_path / "a" / "features"), FeatureStore.open(tmp_path / "b" / "features")
     for site in first.sites:
         np.testing.assert_array_equal(first.load(site), second.load(site))
+
+
+def test_answer_variants_for_reliability(tmp_path):
+    config = load_config("demo", [*FAST, f"workdir={tmp_path}", "capture.sites=('connector.output',)",
+                                  "capture.option_orders=3", "capture.paraphrases=('Pick one:\\n{options}\\n',)",
+                                  "capture.answer=scores"])
+    extract_module.run_extract(config)
+    index = FeatureStore.open(tmp_path / "features").index
+    for name in ("order1", "order2", "paraphrase1"):
+        assert index[f"variant_{name}_pred"].between(0, 2).all()
+    assert "generated_text" not in index
+    prompts = json.loads((tmp_path / "manifest.json").read_text())["stages"]["extract"]["answer_variants"]
+    assert "Pick one" in prompts["paraphrase1"]["prompt"] and "Pick one" not in prompts["main"]["prompt"]

@@ -12,13 +12,16 @@ import shutil
 import time
 from pathlib import Path
 
+import jax
 import ml_collections
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from jaxprobe import data
-from jaxprobe.capture.forward import PooledForward, sown_shapes
+from jaxprobe.capture.answering import Answerer, AnswerSettings
+from jaxprobe.capture.forward import sown_shapes
+from jaxprobe.capture.generate import eos_token_ids
 from jaxprobe.capture.loop import extract_into
 from jaxprobe.capture.sites import Site, select_sites, sites_for
 from jaxprobe.errors import ConfigError
@@ -142,6 +145,7 @@ def run_extract(config: ml_collections.ConfigDict) -> Path:
     started = time.perf_counter()
     workdir = Path(config.workdir)
     check_family_setting(config.model)
+    answer_settings = AnswerSettings.from_config(config.capture)
     check_writable(workdir)
     prepared = prepare_data(config)
     checkpoint, revision = resolve_checkpoint(config.model, workdir)
@@ -165,19 +169,23 @@ def run_extract(config: ml_collections.ConfigDict) -> Path:
     loaded = load_model(checkpoint, config.model.dtype, mesh, False if not config.model.cache else
                         config.model.cache_dir)
     processor = family.processor(checkpoint)
-    prompt = processor.prompt(prepared.summary.class_names, config.capture.question)
+    answerer = Answerer(loaded, processor, prepared.summary.class_names, config.capture.question, answer_settings,
+                        sites, mesh, eos_token_ids(checkpoint, processor.tokenizer))
     writer = FeatureStoreWriter(store, index, prepared.summary.class_names, dims, settings,
                                 config.capture.feature_dtype, layout.to_json())
     load_image = image_loader(config)
-    forward = PooledForward(loaded, sites, prompt.option_token_ids, mesh)
+    key = jax.random.key(answer_settings.seed)
 
     def run_rows(rows: list[int]):
-        return forward(processor.encode(prompt, [load_image(index.iloc[r]) for r in rows]))
+        return answerer([load_image(index.iloc[r]) for r in rows], jax.random.fold_in(key, rows[0]))
 
     written = extract_into(writer, list(range(len(index))), [0] * len(index), run_rows,
                            config.capture.batch_size, config.capture.chunk_rows)
     assign_split(store, index["split"])
     record_stage(workdir, "extract", config.to_dict(), {
         **facts, "seconds": round(time.perf_counter() - started, 2), "rows_written_this_run": written,
-        "prompt": prompt.text, "params_cache": str(loaded.cache_entry), "params_cache_hit": loaded.cache_hit})
+        "prompt": answerer.prompt.text, "answer_variants": {v.name: {"order": v.order, "prompt": p.text}
+                                                            for v, p in zip(answerer.variants, answerer.prompts,
+                                                                            strict=True)},
+        "params_cache": str(loaded.cache_entry), "params_cache_hit": loaded.cache_hit})
     return store

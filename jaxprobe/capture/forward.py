@@ -1,4 +1,5 @@
-"""One jitted forward per input shape: sown activations pooled on the device, plus the zero-shot answer.
+"""One jitted forward per input shape: sown activations pooled on the device, plus the zero-shot answer
+(option scores, and optionally the generated reply).
 
 The forward is family-agnostic: it takes ``ModelInputs`` and the ``LoadedModel`` a family loaded. It computes only
 what the selected sites and the answer need (``RunPlan``): no layer after the last selected one unless the answer
@@ -8,16 +9,17 @@ is asked for, no LLM for vision-only selections, logits only at the answer posit
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 from flax import traverse_util
 from jax.sharding import Mesh
 
+from jaxprobe.capture.generate import Sampling, decode_loop, left_align
 from jaxprobe.capture.sites import Site, pool_sites
 from jaxprobe.families.base import ModelInputs
 from jaxprobe.families.loading import abstract_variables
@@ -54,22 +56,43 @@ def run_plan(config: VLMConfig, sites: Sequence[Site], answer: bool) -> RunPlan:
     return RunPlan(vision_layers=vision, text_layers=last["llm"] + 1, logits=False, connector=needs_connector)
 
 
-class PooledForward:
-    """Callable over numpy ``ModelInputs`` -> ({site: [B, D]}, answers or None); compiled once per shape."""
+@dataclasses.dataclass(frozen=True)
+class ForwardOutput:
+    """One batch's results, trimmed to its real rows: pooled sites, option probabilities, generated tokens."""
 
-    def __init__(self, loaded: Any, sites: Sequence[Site], option_ids: Sequence[int] | None, mesh: Mesh | None):
+    features: dict[str, np.ndarray]  # site -> [B, D]
+    option_probs: np.ndarray | None  # [B, options]: softmax over the option letters' first tokens
+    tokens: np.ndarray | None  # [B, max_new_tokens] generated ids (EOS-filled after a row's EOS)
+
+
+class PooledForward:
+    """Callable over numpy ``ModelInputs`` -> ``ForwardOutput``; compiled once per input shape.
+
+    With ``sampling`` the prompt is run as a cached prefill and the answer is generated in the same jitted call,
+    so the sites, the option scores and the generated answer come from one pass over the prompt.
+    """
+
+    def __init__(self, loaded: Any, sites: Sequence[Site], answer: bool, mesh: Mesh | None,
+                 sampling: Sampling | None = None, eos: Sequence[int] = ()):
         self.loaded, self.sites, self.mesh = loaded, list(sites), mesh
-        self.option_ids = None if option_ids is None else jnp.asarray(option_ids)
-        self.plan = run_plan(loaded.config, self.sites, answer=option_ids is not None)
+        self.sampling, self.eos = sampling, tuple(int(t) for t in eos)
+        self.plan = run_plan(loaded.config, self.sites, answer=answer or sampling is not None)
         self._forward = jax.jit(self._pooled)
 
-    def _pooled(self, params, inputs: ModelInputs):
-        logits, sown = apply_sown(self.loaded.module(self.plan), params, inputs)
-        pooled = pool_sites(self.sites, sown, inputs.image_mask, inputs.last_index,
+    def _pooled(self, params, inputs: ModelInputs, option_ids: jax.Array | None, key: jax.Array):
+        module = self.loaded.module(self.plan)
+        if self.sampling is None:
+            logits, state = module.apply({"params": params}, inputs, mutable=["intermediates"])
+        else:
+            size = inputs.input_ids.shape[1] + self.sampling.max_new_tokens
+            logits, state = module.apply({"params": params}, inputs, size, method=module.prefill,
+                                         mutable=["intermediates", "cache"])
+        pooled = pool_sites(self.sites, flatten_sown(state["intermediates"]), inputs.image_mask, inputs.last_index,
                             self.loaded.site_layout.vision_cls)
-        if self.option_ids is None:
-            return pooled, None
-        return pooled, jax.nn.softmax(logits[:, self.option_ids], axis=-1)
+        probs = None if option_ids is None else jax.nn.softmax(logits[:, option_ids], axis=-1)
+        tokens = None if self.sampling is None else decode_loop(params, module, inputs, logits, state["cache"], key,
+                                                                self.sampling, self.eos)
+        return pooled, probs, tokens
 
     def place(self, inputs: ModelInputs) -> ModelInputs:
         """Pad the batch to a multiple of the ``data`` axis and split it over that axis."""
@@ -79,14 +102,14 @@ class PooledForward:
         return jax.tree.map(lambda a: jax.device_put(pad_to_multiple(np.asarray(a), size),
                                                      batch_sharding(self.mesh, np.ndim(a))), inputs)
 
-    def __call__(self, inputs: ModelInputs) -> tuple[dict[str, np.ndarray], pd.DataFrame | None]:
+    def __call__(self, inputs: ModelInputs, option_ids: Sequence[int] | None = None,
+                 key: jax.Array | None = None) -> ForwardOutput:
         count = inputs.batch_size
-        pooled, probs = self._forward(self.loaded.params, self.place(inputs))
-        features = {name: np.asarray(value)[:count] for name, value in pooled.items()}
-        if probs is None:
-            return features, None
-        probs = np.asarray(probs)[:count]
-        answers = pd.DataFrame({"answer_pred": probs.argmax(-1), "answer_prob": probs.max(-1)})
-        for k in range(probs.shape[1]):
-            answers[f"answer_score_{k}"] = probs[:, k]
-        return features, answers
+        if self.sampling is not None:
+            inputs = left_align(inputs)
+        ids = None if option_ids is None else jnp.asarray(option_ids)
+        pooled, probs, tokens = self._forward(self.loaded.params, self.place(inputs), ids,
+                                              jax.random.key(0) if key is None else key)
+        return ForwardOutput({name: np.asarray(value)[:count] for name, value in pooled.items()},
+                             None if probs is None else np.asarray(probs)[:count],
+                             None if tokens is None else np.asarray(tokens)[:count])

@@ -115,6 +115,10 @@ class Reference(Protocol):
         ``llm.layer_NN`` and ``logits`` [B, T, V]."""
         ...
 
+    def generate(self, model: Any, inputs: ModelInputs, max_new_tokens: int) -> np.ndarray:
+        """transformers' greedy ``generate`` (no EOS stop): the new tokens [B, max_new_tokens]."""
+        ...
+
 
 class Family(Protocol):
     """One checkpoint family: config translation, key map, processor, site layout, tiny checkpoints, reference."""

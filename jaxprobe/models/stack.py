@@ -22,7 +22,8 @@ def stacked(block: type[nn.Module], depth: int, run: int, remat: bool, broadcast
     the same for every layer (positions, masks), ``per_layer_args`` have a leading [depth] axis (flags).
     """
     body = nn.remat(block, prevent_cse=False) if remat else block
-    scanned = nn.scan(body, variable_axes={"params": 0, "intermediates": 0}, split_rngs={"params": True},
+    scanned = nn.scan(body, variable_axes={"params": 0, "intermediates": 0, "cache": 0},
+                      split_rngs={"params": True},
                       in_axes=(nn.broadcast,) * broadcast_args + (0,) * per_layer_args, length=run)
     if run == depth:
         return scanned

@@ -1,9 +1,10 @@
-"""``VisionLanguageModel``: vision tower -> connector -> decoder, with every site sown.
+"""``VisionLanguageModel``: vision tower -> connector -> decoder, with every site sown, and cached decoding.
 
 Sown (collection ``intermediates``): ``vision.layers`` [L_v, B, N, D_v], ``connector.output`` [B, I, D] (the image
 embeddings the LLM receives, in image order) and ``llm.layers`` [L, B, T, D]. A ``RunPlan`` says how far the
 forward goes: the first k vision blocks only, through the connector, the first k decoder layers, or all of it with
-logits at the answer position.
+logits at the answer position. ``prefill`` and ``decode`` run the same model with a key/value cache (``cache``
+collection) for generation.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 
 from jaxprobe.models.config import RunPlan, VLMConfig
 from jaxprobe.models.connectors.patch_merger import PatchMerger
-from jaxprobe.models.decoders.decoder import Decoder
+from jaxprobe.models.decoders.decoder import Attend, Decoder
 from jaxprobe.models.inputs import ModelInputs
 from jaxprobe.models.towers.qwen_vit import QwenVisionTower
 
@@ -31,30 +32,57 @@ def scatter_image_embeddings(embeds: jax.Array, image_embeds: jax.Array, image_m
     return jnp.where(image_mask[..., None], gathered.astype(embeds.dtype), embeds)
 
 
+def at_rows(hidden: jax.Array, index: jax.Array) -> jax.Array:
+    """hidden[b, index[b]] for [B, T, D] hidden states: [B, D]."""
+    return jnp.take_along_axis(hidden, index[:, None, None], axis=1)[:, 0]
+
+
 class VisionLanguageModel(nn.Module):
     config: VLMConfig
     plan: RunPlan
     dtype: Any = jnp.float32  # activations (params keep the dtype they were loaded in)
 
-    @nn.compact
+    def setup(self):
+        c, plan = self.config, self.plan
+        self.vision = TOWERS[c.vision.tower](c.vision, plan.vision_layers, c.remat)
+        if plan.connector:
+            self.connector = CONNECTORS[c.connector.kind](c.connector)
+        if plan.text_layers:
+            self.decoder = Decoder(c.text, plan.text_layers, c.remat)
+
+    def _prompt_embeddings(self, inputs: ModelInputs) -> jax.Array | None:
+        """Token embeddings with the image tokens replaced by the connector's output (None: plan stops before)."""
+        features = self.vision(inputs.pixels.astype(self.dtype), inputs.image_grid)
+        if not self.plan.connector:
+            return None
+        image_embeds = self.connector(features)
+        self.sow("intermediates", "connector.output", image_embeds)
+        if not self.plan.text_layers:
+            return None
+        embeds = self.decoder.embed(inputs.input_ids).astype(self.dtype)
+        return scatter_image_embeddings(embeds, image_embeds, inputs.image_mask)
+
     def __call__(self, inputs: ModelInputs, all_logits: bool = False) -> jax.Array | None:
         """Logits [B, V] at each row's ``last_index`` (``all_logits``: [B, T, V]) when the plan asks for them."""
-        c, plan = self.config, self.plan
-        tower = TOWERS[c.vision.tower](c.vision, inputs.image_grid, plan.vision_layers, c.remat, name="vision")
-        features = tower(inputs.pixels.astype(self.dtype))
-        if not plan.connector:
+        embeds = self._prompt_embeddings(inputs)
+        if embeds is None:
             return None
-        image_embeds = CONNECTORS[c.connector.kind](c.connector, name="connector")(features)
-        self.sow("intermediates", "connector.output", image_embeds)
-        if not plan.text_layers:
-            return None
-        decoder = Decoder(c.text, plan.text_layers, c.remat, name="decoder")
-        embeds = scatter_image_embeddings(decoder.embed(inputs.input_ids).astype(self.dtype), image_embeds,
-                                          inputs.image_mask)
-        hidden = decoder(embeds, inputs.attention_mask, inputs.positions)
+        hidden = self.decoder(embeds, inputs.positions, Attend(inputs.attention_mask))
         if all_logits:
-            return decoder.logits(hidden)
-        if not plan.logits:
-            return None
-        last = jnp.take_along_axis(hidden, inputs.last_index[:, None, None], axis=1)[:, 0]
-        return decoder.logits(last)
+            return self.decoder.logits(hidden)
+        return self.decoder.logits(at_rows(hidden, inputs.last_index)) if self.plan.logits else None
+
+    def prefill(self, inputs: ModelInputs, cache_size: int) -> jax.Array:
+        """Run the (left-padded) prompt into a fresh cache of ``cache_size`` slots; logits [B, V] of the next
+        token. Call with ``mutable=["cache"]``."""
+        key_valid = jnp.zeros((inputs.batch_size, cache_size), bool)
+        key_valid = key_valid.at[:, : inputs.input_ids.shape[1]].set(inputs.attention_mask.astype(bool))
+        embeds = self._prompt_embeddings(inputs)
+        hidden = self.decoder(embeds, inputs.positions, Attend(key_valid, 0, cache_size))
+        return self.decoder.logits(at_rows(hidden, inputs.last_index))
+
+    def decode(self, tokens: jax.Array, positions: jax.Array, key_valid: jax.Array, slot: jax.Array) -> jax.Array:
+        """One step: ``tokens`` [B] at rotary ``positions`` [B, P] into cache ``slot``; logits [B, V]."""
+        embeds = self.decoder.embed(tokens[:, None]).astype(self.dtype)
+        hidden = self.decoder(embeds, positions[..., None], Attend(key_valid, slot, key_valid.shape[1]))
+        return self.decoder.logits(hidden[:, 0])

@@ -58,3 +58,11 @@ class QwenVLReference:
         out["connector.output"] = torch.stack(list(merged)).float().numpy()
         out["logits"] = logits.float().numpy()
         return out
+
+    def generate(self, model: Any, inputs: ModelInputs, max_new_tokens: int) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            tokens = model.generate(**torch_inputs(inputs), max_new_tokens=max_new_tokens, do_sample=False,
+                                    eos_token_id=None, pad_token_id=0)
+        return tokens[:, inputs.input_ids.shape[1]:].numpy()

@@ -128,22 +128,22 @@ class QwenVisionTower(nn.Module):
     """
 
     config: VisionConfig
-    grid: Grid
     run: int
     remat: bool = False
 
-    def _tables(self):
+    def _tables(self, grid: Grid):
         c = self.config
-        if self.grid[0] != 1:
-            raise ValueError(f"jaxprobe feeds single images (temporal grid 1); got grid {self.grid}")
-        cos, sin = rotary_tables(patch_positions(self.grid, c.merge_size), c.head_dim, c.rope_theta)
+        if grid[0] != 1:
+            raise ValueError(f"jaxprobe feeds single images (temporal grid 1); got grid {grid}")
+        cos, sin = rotary_tables(patch_positions(grid, c.merge_size), c.head_dim, c.rope_theta)
         windowed = bool(c.window_size) and len(c.fullatt_block_indexes) < c.depth
-        return cos, sin, window_layout(self.grid, c) if windowed else None
+        return cos, sin, window_layout(grid, c) if windowed else None
 
     @nn.compact
-    def __call__(self, pixels: jax.Array) -> jax.Array:
+    def __call__(self, pixels: jax.Array, grid: Grid) -> jax.Array:
+        """``grid`` is the static (t, h, w) patch grid every image of the batch shares."""
         c = self.config
-        cos, sin, layout = self._tables()
+        cos, sin, layout = self._tables(grid)
         unit = c.merge_size**2
         x = nn.Dense(c.hidden_size, use_bias=False, dtype=pixels.dtype, name="patch_embed")(pixels)
         if layout is not None:
