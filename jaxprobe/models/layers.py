@@ -16,15 +16,23 @@ NEG_INF = jnp.finfo(jnp.float32).min
 
 
 class RMSNorm(nn.Module):
-    """x / rms(x) * scale, normalised in float32 and cast back before the scale (as transformers' Qwen2)."""
+    """x / rms(x), normalised in float32.
+
+    Qwen2 / Llama: cast back to the input dtype, then times ``scale``. Gemma (``scale_offset``): times
+    ``(1 + scale)`` in float32, then cast (the stored weight is the offset from 1).
+    """
 
     eps: float
+    scale_offset: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+        init = nn.initializers.zeros if self.scale_offset else nn.initializers.ones
+        scale = self.param("scale", init, (x.shape[-1],))
         x32 = x.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(x32**2, -1, keepdims=True) + self.eps)
+        if self.scale_offset:
+            return (normed * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
         return scale.astype(x.dtype) * normed.astype(x.dtype)
 
 
@@ -52,13 +60,16 @@ def inverse_frequencies(dim: int, theta: float) -> jax.Array:
     return 1.0 / (theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
+              scale: float | None = None) -> jax.Array:
     """Softmax attention; q [B, T, H, Dh], k/v [B, S, Hkv, Dh] with H a multiple of Hkv (GQA, no K/V copies),
-    mask broadcastable to [B, Hkv, G, T, S] (use ``mask[:, None, None]`` for a [B, T, S] mask)."""
+    mask broadcastable to [B, Hkv, G, T, S] (use ``mask[:, None, None]`` for a [B, T, S] mask); logits are scaled
+    by ``scale`` (default 1 / sqrt(Dh))."""
     batch, length, heads, head_dim = q.shape
     groups = heads // k.shape[-2]
     q = q.reshape(batch, length, k.shape[-2], groups, head_dim)
-    logits = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(head_dim)
+    scale = head_dim**-0.5 if scale is None else scale
+    logits = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * scale
     if mask is not None:
         logits = jnp.where(mask, logits, NEG_INF)
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)

@@ -16,13 +16,15 @@ import jax
 import jax.numpy as jnp
 
 from jaxprobe.models.config import RunPlan, VLMConfig
+from jaxprobe.models.connectors.mlp import MLPProjector
 from jaxprobe.models.connectors.patch_merger import PatchMerger
-from jaxprobe.models.decoders.decoder import Attend, Decoder
+from jaxprobe.models.decoders.decoder import Attend, Decoder, image_groups
 from jaxprobe.models.inputs import ModelInputs
 from jaxprobe.models.towers.qwen_vit import QwenVisionTower
+from jaxprobe.models.towers.vit import ViTTower
 
-TOWERS = {"qwen_vit": QwenVisionTower}
-CONNECTORS = {"patch_merger": PatchMerger}
+TOWERS = {"qwen_vit": QwenVisionTower, "vit": ViTTower}
+CONNECTORS = {"patch_merger": PatchMerger, "mlp2x_gelu": MLPProjector}
 
 
 def scatter_image_embeddings(embeds: jax.Array, image_embeds: jax.Array, image_mask: jax.Array) -> jax.Array:
@@ -62,12 +64,21 @@ class VisionLanguageModel(nn.Module):
         embeds = self.decoder.embed(inputs.input_ids).astype(self.dtype)
         return scatter_image_embeddings(embeds, image_embeds, inputs.image_mask)
 
+    def _groups(self, inputs: ModelInputs, size: int) -> jax.Array | None:
+        """Image ids of the prompt's tokens padded to ``size`` slots, where images attend bidirectionally."""
+        if not self.config.text.bidirectional_image_attention:
+            return None
+        groups = image_groups(inputs.image_mask)
+        return jnp.pad(groups, ((0, 0), (0, size - groups.shape[1])), constant_values=-1)
+
     def __call__(self, inputs: ModelInputs, all_logits: bool = False) -> jax.Array | None:
         """Logits [B, V] at each row's ``last_index`` (``all_logits``: [B, T, V]) when the plan asks for them."""
         embeds = self._prompt_embeddings(inputs)
         if embeds is None:
             return None
-        hidden = self.decoder(embeds, inputs.positions, Attend(inputs.attention_mask))
+        length = inputs.input_ids.shape[1]
+        hidden = self.decoder(embeds, inputs.positions, Attend(inputs.attention_mask, 0,
+                                                               self._groups(inputs, length)))
         if all_logits:
             return self.decoder.logits(hidden)
         return self.decoder.logits(at_rows(hidden, inputs.last_index)) if self.plan.logits else None
@@ -78,11 +89,13 @@ class VisionLanguageModel(nn.Module):
         key_valid = jnp.zeros((inputs.batch_size, cache_size), bool)
         key_valid = key_valid.at[:, : inputs.input_ids.shape[1]].set(inputs.attention_mask.astype(bool))
         embeds = self._prompt_embeddings(inputs)
-        hidden = self.decoder(embeds, inputs.positions, Attend(key_valid, 0, cache_size))
+        hidden = self.decoder(embeds, inputs.positions, Attend(key_valid, 0, self._groups(inputs, cache_size),
+                                                               cache_size))
         return self.decoder.logits(at_rows(hidden, inputs.last_index))
 
     def decode(self, tokens: jax.Array, positions: jax.Array, key_valid: jax.Array, slot: jax.Array) -> jax.Array:
-        """One step: ``tokens`` [B] at rotary ``positions`` [B, P] into cache ``slot``; logits [B, V]."""
+        """One step: ``tokens`` [B] at rotary ``positions`` [B, P] into cache ``slot``; logits [B, V]. (A generated
+        token is text: it sees the prompt's images causally, so no image groups are needed.)"""
         embeds = self.decoder.embed(tokens[:, None]).astype(self.dtype)
-        hidden = self.decoder(embeds, positions[..., None], Attend(key_valid, slot, key_valid.shape[1]))
+        hidden = self.decoder(embeds, positions[..., None], Attend(key_valid, slot, None, key_valid.shape[1]))
         return self.decoder.logits(hidden[:, 0])

@@ -38,7 +38,7 @@ SHARDING_RULES = [
 class QwenVLFamily:
     name = "qwen_vl"
     model_types = qwen_config.MODEL_TYPES
-    converter_version = 2  # 2: scanned layers, separate connector module
+    converter_version = 3  # 2: scanned layers, separate connector module; 3: norms named by role
 
     def parse_config(self, config_json: dict[str, Any]) -> VLMConfig:
         return qwen_config.parse_config(config_json)
