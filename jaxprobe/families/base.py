@@ -125,6 +125,7 @@ class Family(Protocol):
 
     name: str  # e.g. "qwen_vl"
     model_types: tuple[str, ...]  # config.json model_types it claims
+    refused_model_types: dict[str, str]  # related model_types it refuses, with the reason (may be empty)
     converter_version: int  # bump when the key map or a module changes: it enters the params cache key
 
     def parse_config(self, config_json: dict[str, Any]) -> VLMConfig:

@@ -17,10 +17,14 @@ def supported_model_types() -> list[str]:
 
 
 def family_for_model_type(model_type: str | None) -> Family:
-    """The family claiming ``model_type``, or a ``ConfigError`` listing what is supported."""
+    """The family claiming ``model_type``, or a ``ConfigError`` saying why not (a family may refuse a related
+    model_type with a reason, e.g. a text-only variant) or listing what is supported."""
     for family in FAMILIES:
         if model_type in family.model_types:
             return family
+        reason = getattr(family, "refused_model_types", {}).get(model_type)
+        if reason:
+            raise ConfigError(f"model_type {model_type!r}: {reason}")
     raise ConfigError(f"model_type {model_type!r} is not supported; jaxprobe supports "
                       f"{', '.join(supported_model_types())}")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -38,6 +38,7 @@ SHARDING_RULES = [
 class QwenVLFamily:
     name = "qwen_vl"
     model_types = qwen_config.MODEL_TYPES
+    refused_model_types: ClassVar[dict[str, str]] = {}
     converter_version = 3  # 2: scanned layers, separate connector module; 3: norms named by role
 
     def parse_config(self, config_json: dict[str, Any]) -> VLMConfig:
