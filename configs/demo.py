@@ -35,7 +35,11 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.capture = ml_collections.ConfigDict()
     config.capture.sites = ("*",)  # globs over site names, e.g. ("vision.*", "llm.*.last_token")
-    config.capture.image_size = 64  # images are resized to this square first: one token count, one compilation
+    # A side length (every image squashed to that square: one token count, one compilation) or "native" (each
+    # image keeps its aspect ratio within the family's pixel budget, floored to buckets of bucket_step tokens per
+    # side: one compilation per bucket).
+    config.capture.resolution = ml_collections.config_dict.FieldReference(64, field_type=object)
+    config.capture.bucket_step = 4
     config.capture.batch_size = 8
     config.capture.chunk_rows = 32  # rows per FeatureStore commit (the unit of resume)
     config.capture.feature_dtype = "float32"

@@ -33,7 +33,6 @@ MODELS = {
 }
 DATASETS = ("busi", "covid19_ct", "chest_xray")
 CELLS = tuple(f"{model}:{dataset}" for model in MODELS for dataset in DATASETS)
-STUDY_IMAGE_SIZE = 448  # a multiple of 28 (patch 14 x merge 2): 256 image tokens per image
 
 
 def get_config(cell: str = "qwen25_vl_7b:busi") -> ml_collections.ConfigDict:
@@ -48,6 +47,6 @@ def get_config(cell: str = "qwen25_vl_7b:busi") -> ml_collections.ConfigDict:
     config.model.checkpoint = hub_id
     config.model.family = model_type
     config.model.dtype = "bfloat16"
-    config.capture.image_size = STUDY_IMAGE_SIZE
+    config.capture.resolution = "native"
     config.capture.batch_size = 4
     return config

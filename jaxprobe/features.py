@@ -60,16 +60,16 @@ def describe_difference(old: Mapping, new: Mapping) -> str:
     return "; ".join(changed[:6]) or f"fingerprint {old.get('fingerprint')} vs {new.get('fingerprint')}"
 
 
-def assign_split(path: str | Path, split: Sequence[str]) -> bool:
-    """Rewrite a store's ``split`` column (features do not depend on the split); True if it changed.
-
-    meta.json records a hash of the assignment, so stages that read the split (probes) see the store as new.
-    """
+def assign_split(path: str | Path, split_by_id: Mapping[str, str]) -> bool:
+    """Rewrite a store's ``split`` column from {sample id: split} (features do not depend on the split); True if
+    it changed. meta.json records a hash of the assignment, so stages that read the split (probes) see the store
+    as new."""
     path = Path(path)
     index = pd.read_parquet(path / INDEX_FILE)
-    split = np.asarray(split, dtype=object)
-    if len(split) != len(index):
-        raise FeatureError(f"{path} has {len(index)} rows but the split assigns {len(split)}; extract again")
+    missing = sorted(set(index["id"]) - set(split_by_id.keys()))
+    if missing:
+        raise FeatureError(f"{path} holds samples the dataset no longer has (e.g. {missing[:3]}); extract again")
+    split = index["id"].map(dict(split_by_id)).to_numpy(dtype=object)
     if (index["split"].to_numpy(dtype=object) == split).all():
         return False
     index["split"] = split

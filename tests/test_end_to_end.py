@@ -15,7 +15,7 @@ from jaxprobe.errors import ConfigError
 from jaxprobe.features import FeatureStore
 
 FAST = ["probe.folds=3", "probe.permutations=3", "probe.bootstrap=100", "probe.logistic_lambdas=(1.0, 0.01)",
-        "probe.ridge_lambdas=(100.0, 1.0)", "capture.image_size=32", "capture.chunk_rows=16"]
+        "probe.ridge_lambdas=(100.0, 1.0)", "capture.resolution=32", "capture.chunk_rows=16"]
 
 
 def _args(workdir, extra=()):
@@ -44,7 +44,7 @@ def test_every_stage_output_exists_and_agrees(finished_run):
     assert scores["profile"]["final"] == pytest.approx((test.answer_pred == test.label).mean())
     manifest = json.loads((workdir / "manifest.json").read_text())
     assert set(manifest["stages"]) == {"extract", "probe", "score"}
-    assert manifest["config"]["capture"]["image_size"] == 32 and manifest["versions"]["jax"]
+    assert manifest["config"]["capture"]["resolution"] == 32 and manifest["versions"]["jax"]
     assert len(store.index) == 120 and store.index.split.isin(["train", "val", "test"]).all()
     assert store.site_layout == {"vision_depth": 2, "llm_depth": 2, "connector_source": "vision.layer_01",
                                  "vision_pooling": "mean_patches", "vision_cls": False}
@@ -64,9 +64,9 @@ def test_second_run_skips_finished_stages(finished_run, capsys):
 
 
 def test_changed_capture_config_refuses_to_mix(finished_run, capsys):
-    assert main(["extract", "demo", *_args(finished_run, ["capture.image_size=48"])]) == 2
+    assert main(["extract", "demo", *_args(finished_run, ["capture.resolution=48"])]) == 2
     err = capsys.readouterr().err
-    assert "features of another config" in err and "capture.image_size: 32 -> 48" in err
+    assert "features of another config" in err and "capture.resolution: 32 -> 48" in err
 
 
 def test_a_new_split_relabels_the_store_without_extracting(finished_run, monkeypatch, tmp_path):

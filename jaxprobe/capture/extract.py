@@ -11,17 +11,18 @@ import hashlib
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from jaxprobe import data
 from jaxprobe.capture.answering import Answerer, AnswerSettings
 from jaxprobe.capture.forward import sown_shapes
 from jaxprobe.capture.generate import eos_token_ids
+from jaxprobe.capture.images import check_resolution, data_sources, image_loader, stored_sizes, target_sizes
 from jaxprobe.capture.loop import extract_into
 from jaxprobe.capture.sites import Site, select_sites, sites_for
 from jaxprobe.errors import ConfigError
@@ -118,17 +119,24 @@ def store_index(prepared: PreparedData) -> pd.DataFrame:
     return index
 
 
-def image_loader(config: ml_collections.ConfigDict):
-    """Decoded, resized RGB image of an index row (sources opened once per split)."""
-    builder = data.prepared_builder(config.data.name, data_dir_of(config), config.data.config)
-    sources = {split: builder.as_data_source(split) for split in builder.info.splits}
-    size = (config.capture.image_size, config.capture.image_size)
+def plan_rows(config: ml_collections.ConfigDict, index: pd.DataFrame, processor: Any,
+              builder: Any) -> tuple[pd.DataFrame, list[tuple[int, int]]]:
+    """The store's rows ordered by size bucket (one compilation per bucket; a batch never mixes sizes) and the
+    (height, width) each row is fed at."""
+    stored = stored_sizes(data_sources(builder, decode=False), index)
+    sizes = target_sizes(config.capture.resolution, processor, stored, config.capture.bucket_step)
+    order = sorted(range(len(index)), key=lambda row: sizes[row])  # stable: dataset order inside a bucket
+    ordered = index.iloc[order].reset_index(drop=True)
+    ordered["row"] = np.arange(len(ordered))
+    return ordered, [sizes[row] for row in order]
 
-    def load(row: pd.Series) -> np.ndarray:
-        pixels = sources[row["split_source"]][int(row["position"])]["image"]
-        return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BICUBIC))
 
-    return load
+def _sites(family: Any, checkpoint: Path, patterns: list[str]) -> tuple[Any, Any, list[Site]]:
+    """The model config, its site layout and the selected sites (from shapes alone: no params are loaded)."""
+    model_config = family.parse_config(read_config_json(checkpoint))
+    layout = family.site_layout(model_config)
+    return model_config, layout, select_sites(sites_for(sown_shapes(family, model_config), layout.vision_cls),
+                                              patterns)
 
 
 def complete_store(path: Path, settings: dict, sites: list[Site]) -> bool:
@@ -145,45 +153,47 @@ def run_extract(config: ml_collections.ConfigDict) -> Path:
     started = time.perf_counter()
     workdir = Path(config.workdir)
     check_family_setting(config.model)
+    check_resolution(config.capture.resolution, config.capture.bucket_step)
     answer_settings = AnswerSettings.from_config(config.capture)
     check_writable(workdir)
     prepared = prepare_data(config)
     checkpoint, revision = resolve_checkpoint(config.model, workdir)
     family = family_of(checkpoint)
-    model_config = family.parse_config(read_config_json(checkpoint))
-    layout = family.site_layout(model_config)
-    sites = select_sites(sites_for(sown_shapes(family, model_config), layout.vision_cls), list(config.capture.sites))
+    _, layout, sites = _sites(family, checkpoint, list(config.capture.sites))
     index, settings, store = store_index(prepared), feature_settings(config, checkpoint), workdir / FEATURES_DIR
     facts = {"rows": len(index), "sites": len(sites), "checkpoint": str(checkpoint), "revision": revision,
              "family": family.name, "counts": prepared.summary.counts, "skipped": prepared.summary.skipped,
              "settings": settings_hash(config, "extract")}
     if complete_store(store, settings, sites):
-        resplit = assign_split(store, index["split"])
+        resplit = assign_split(store, index.set_index("id")["split"])
         previous = read_manifest(workdir).get("stages", {}).get("extract", {})
         record_stage(workdir, "extract", config.to_dict(), {**previous, **facts, "up_to_date": True,
                                                             "resplit": resplit})
         return store
     dims = {site.name: site.dim for site in sites}
     check_disk(workdir, len(index), dims, np.dtype(config.capture.feature_dtype).itemsize)
+    processor = family.processor(checkpoint)
+    builder = data.prepared_builder(config.data.name, data_dir_of(config), config.data.config)
+    index, sizes = plan_rows(config, index, processor, builder)
     mesh = make_mesh(config.mesh.data, config.mesh.model)
     loaded = load_model(checkpoint, config.model.dtype, mesh, False if not config.model.cache else
                         config.model.cache_dir)
-    processor = family.processor(checkpoint)
     answerer = Answerer(loaded, processor, prepared.summary.class_names, config.capture.question, answer_settings,
                         sites, mesh, eos_token_ids(checkpoint, processor.tokenizer))
     writer = FeatureStoreWriter(store, index, prepared.summary.class_names, dims, settings,
                                 config.capture.feature_dtype, layout.to_json())
-    load_image = image_loader(config)
+    load_image = image_loader(data_sources(builder), index, sizes)
     key = jax.random.key(answer_settings.seed)
 
     def run_rows(rows: list[int]):
-        return answerer([load_image(index.iloc[r]) for r in rows], jax.random.fold_in(key, rows[0]))
+        return answerer([load_image(r) for r in rows], jax.random.fold_in(key, rows[0]))
 
-    written = extract_into(writer, list(range(len(index))), [0] * len(index), run_rows,
-                           config.capture.batch_size, config.capture.chunk_rows)
-    assign_split(store, index["split"])
+    written = extract_into(writer, list(range(len(index))), sizes, run_rows, config.capture.batch_size,
+                           config.capture.chunk_rows)
+    assign_split(store, index.set_index("id")["split"])
     record_stage(workdir, "extract", config.to_dict(), {
         **facts, "seconds": round(time.perf_counter() - started, 2), "rows_written_this_run": written,
+        "size_buckets": {f"{h}x{w}": sizes.count((h, w)) for h, w in sorted(set(sizes))},
         "prompt": answerer.prompt.text, "answer_variants": {v.name: {"order": v.order, "prompt": p.text}
                                                             for v, p in zip(answerer.variants, answerer.prompts,
                                                                             strict=True)},

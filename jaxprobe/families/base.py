@@ -87,6 +87,13 @@ class FamilyProcessor(Protocol):
     """A checkpoint's tokenizer + image processor, turning images and a prompt into ``ModelInputs``."""
 
     tokenizer: Any
+    size_unit: int  # pixels per image-token side: the sizes the processor keeps as they are are multiples of it
+
+    def native_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (height, width) this processor resizes an image to at its native resolution (aspect ratio kept
+        within the checkpoint's pixel budget; fixed-size towers: their size). ``native_size`` of its own result
+        is that result: extraction resizes to it first, so images of one size bucket share one patch grid."""
+        ...
 
     def prompt(self, class_names: Sequence[str], question: str) -> Prompt:
         """The classification prompt from the checkpoint's own chat template."""

@@ -86,7 +86,20 @@ class QwenVLProcessor:
                                   f"{tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)!r} but config.json's image_token_id "
                                   f"is {image_token_id}: tokenizer files are missing or from another model")
         self.hf = _processor_class()(image_processor, tokenizer, chat_template=tokenizer.chat_template)
+        tokenizer.padding_side = "left"  # prompts of different lengths (paraphrases) batch for generation
         self.tokenizer, self.merge_size = tokenizer, merge_size
+        self.size_unit = image_processor.patch_size * merge_size
+        self.pixel_budget = (image_processor.size.shortest_edge, image_processor.size.longest_edge)
+
+    def native_size(self, height: int, width: int) -> tuple[int, int]:
+        """Qwen-VL's ``smart_resize``: multiples of patch x merge, pixel count within [min_pixels, max_pixels]."""
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+        if max(height, width) / min(height, width) > 200:
+            raise CheckpointError(f"an image of {height} x {width} pixels is too elongated for Qwen-VL's processor "
+                                  "(aspect ratio over 200)")
+        low, high = self.pixel_budget
+        return smart_resize(height, width, factor=self.size_unit, min_pixels=low, max_pixels=high)
 
     def prompt(self, class_names: Sequence[str], question: str) -> Prompt:
         messages = [{"role": "user", "content": [{"type": "image"},
@@ -95,8 +108,10 @@ class QwenVLProcessor:
         letters = list(string.ascii_uppercase[: len(class_names)])
         return Prompt(text, option_token_ids(self.tokenizer, text, letters), letters)
 
-    def encode(self, prompt: Prompt, images: Sequence[np.ndarray]) -> ModelInputs:
-        batch = self.hf(text=[prompt.text] * len(images), images=list(images), return_tensors="np")
+    def encode(self, prompt: Prompt | Sequence[Prompt], images: Sequence[np.ndarray]) -> ModelInputs:
+        """Inputs for one prompt per image (or one prompt for all), padded on the left if their lengths differ."""
+        texts = [prompt.text] * len(images) if isinstance(prompt, Prompt) else [p.text for p in prompt]
+        batch = self.hf(text=texts, images=list(images), return_tensors="np", padding=True)
         grids = np.asarray(batch["image_grid_thw"])
         if len({tuple(g) for g in grids.tolist()}) != 1:
             raise ValueError(f"one batch must share one image grid, got {grids.tolist()}")
