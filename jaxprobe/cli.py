@@ -205,9 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DISTRIBUTED_COMMANDS = ("extract", "run", "demo")  # may run as one process of a multi-process job
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command in DISTRIBUTED_COMMANDS:
+            from jaxprobe.parallel import initialize_distributed
+
+            initialize_distributed()
         return int(args.func(args) or 0)
     except JaxprobeError as error:
         if args.debug:

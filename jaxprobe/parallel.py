@@ -1,8 +1,14 @@
-"""Meshes and shardings: code is written once for 1 and N devices (and hosts).
+"""Meshes and shardings: code is written once for 1 and N devices, and 1 and N processes (hosts).
 
 One extraction mesh has a ``data`` axis (batches) and a ``model`` axis (params split by a family's sharding
-rules); probe stacks use a 1-D ``probe`` mesh over the same devices. Probe stacks are padded to a multiple of the
-``probe`` axis so every device gets an equal share.
+rules) over every device of every process; probe stacks use a 1-D ``probe`` mesh over this process's devices.
+Probe stacks are padded to a multiple of the ``probe`` axis so every device gets an equal share.
+
+Multi-process runs (several hosts, or several processes on one host) are described by the environment:
+``JAX_COORDINATOR_ADDRESS`` (host:port of process 0), ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``, or a cluster
+that ``jax.distributed`` detects itself (SLURM, Open MPI, TPU pods). Every process runs the same program on the
+same rows; each feeds only the rows its devices hold (``local_rows``), results are gathered to every process, and
+process 0 alone writes files.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxprobe.errors import ConfigError
@@ -21,19 +28,82 @@ PROBE_AXIS = "probe"
 DATA_AXIS = "data"
 MODEL_AXIS = "model"
 COORDINATOR_ENV = "JAX_COORDINATOR_ADDRESS"
+NUM_PROCESSES_ENV, PROCESS_ID_ENV = "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
+TIMEOUT_ENV = "JAXPROBE_DISTRIBUTED_TIMEOUT"  # seconds to wait for the other processes (default 300)
+CLUSTER_ENVS = ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES")
 
 SpecRules = Sequence[tuple[str, tuple[str | None, ...]]]
 
 
-def initialize_distributed() -> None:
-    """Join a multi-host run when the launcher set ``JAX_COORDINATOR_ADDRESS`` (no-op on one host)."""
-    if os.environ.get(COORDINATOR_ENV) and jax.process_count() == 1:
-        jax.distributed.initialize()
+def _cluster_size() -> int:
+    """Processes a cluster launcher started (1 when none is detected)."""
+    for name in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+    return len(hosts.split(",")) if hosts else 1
+
+
+def initialize_distributed() -> bool:
+    """Join the multi-process run the environment describes (before any JAX computation); True if there is one.
+
+    Idempotent: checks ``jax.distributed.is_initialized()`` (``process_count()`` would initialise the backend
+    first, after which joining is impossible)."""
+    if jax.distributed.is_initialized():
+        return True
+    timeout = int(os.environ.get(TIMEOUT_ENV, "300"))
+    timeouts = dict(initialization_timeout=timeout, heartbeat_timeout_seconds=max(10, timeout // 3),
+                    shutdown_timeout_seconds=timeout)
+    if os.environ.get(COORDINATOR_ENV):
+        missing = [name for name in (NUM_PROCESSES_ENV, PROCESS_ID_ENV) if not os.environ.get(name, "").isdigit()]
+        if missing:
+            raise ConfigError(f"{COORDINATOR_ENV} is set but {' and '.join(missing)} is not; a multi-process run "
+                              f"needs all three (process 0 at {os.environ[COORDINATOR_ENV]}, N processes, this id)")
+        jax.distributed.initialize(os.environ[COORDINATOR_ENV], int(os.environ[NUM_PROCESSES_ENV]),
+                                   int(os.environ[PROCESS_ID_ENV]), **timeouts)
+        return True
+    if _cluster_size() > 1 and any(os.environ.get(name) for name in CLUSTER_ENVS):
+        jax.distributed.initialize(**timeouts)
+        return True
+    return False
+
+
+def is_primary() -> bool:
+    """Process 0: the one that writes files."""
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Wait until every process gets here (no-op with one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def broadcast(value: int) -> int:
+    """Process 0's ``value`` on every process."""
+    if jax.process_count() == 1:
+        return int(value)
+    return int(multihost_utils.broadcast_one_to_all(np.int64(value)))
+
+
+def gather(array: jax.Array) -> np.ndarray:
+    """The whole of a (possibly multi-process) array on every process, as numpy."""
+    if jax.process_count() == 1 or array.is_fully_addressable:
+        return np.asarray(array)
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
+def local_rows(mesh: Mesh, global_batch: int) -> tuple[int, int]:
+    """[start, stop) of the rows of a ``global_batch`` (padded to the ``data`` axis) this process's devices hold."""
+    indices = batch_sharding(mesh, 1).addressable_devices_indices_map((global_batch,)).values()
+    starts = [index[0].start or 0 for index in indices]
+    stops = [global_batch if index[0].stop is None else index[0].stop for index in indices]
+    return min(starts), max(stops)
 
 
 def probe_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D mesh over the first ``num_devices`` devices (all by default) with the ``probe`` axis."""
-    devices = jax.devices()[: num_devices or len(jax.devices())]
+    """A 1-D mesh over the first ``num_devices`` of this process's devices (all by default), axis ``probe``."""
+    devices = jax.local_devices()[: num_devices or len(jax.local_devices())]
     return Mesh(np.array(devices), (PROBE_AXIS,))
 
 

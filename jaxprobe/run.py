@@ -13,6 +13,7 @@ import ml_collections
 
 from jaxprobe.features import META_FILE
 from jaxprobe.manifest import read_manifest, record_stage, settings_hash
+from jaxprobe.parallel import is_primary
 from jaxprobe.probes.run import run_probes, settings_from_config
 from jaxprobe.report.write import report_workdir
 from jaxprobe.scoring.run import score_workdir
@@ -32,6 +33,8 @@ def run_all(config: ml_collections.ConfigDict, log=print) -> Path:
     workdir = Path(config.workdir)
     features_meta = workdir / FEATURES_DIR / META_FILE
     run_extract(config)  # resumes, and is a quick no-op when the store is complete for this config
+    if not is_primary():  # probes and scores are one process's work (process 0)
+        return workdir / REPORT_FILE
     probes = workdir / PROBES_FILE
     if _up_to_date(workdir, "probe", probes, features_meta, config):
         log(f"probe: up to date ({probes})")

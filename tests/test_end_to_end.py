@@ -124,11 +124,11 @@ def test_killed_extraction_resumes_to_identical_features(tmp_path, monkeypatch):
     real = extract_module.Answerer.__call__
     calls = {"n": 0}
 
-    def forward_then_die(self, images, key=None):
+    def forward_then_die(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt
-        return real(self, images, key)
+        return real(self, *args, **kwargs)
 
     monkeypatch.setattr(extract_module.Answerer, "__call__", forward_then_die)
     with pytest.raises(KeyboardInterrupt):

@@ -109,15 +109,19 @@ class Answerer:
     def prompt(self):
         return self.prompts[0]
 
-    def __call__(self, images: Sequence[np.ndarray], key: Any = None) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
-        main = self.main(self.processor.encode(self.prompt, images), self.prompt.option_token_ids, key)
+    def __call__(self, images: Sequence[np.ndarray], key: Any = None, global_batch: int | None = None,
+                 count: int | None = None) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+        """Sites and answers of ``count`` rows; ``images`` are all of them, or (``global_batch`` set) only this
+        process's rows of a padded batch of that size (``PooledForward.place``)."""
+        batch = dict(global_batch=global_batch, count=count)
+        main = self.main(self.processor.encode(self.prompt, images), self.prompt.option_token_ids, key, **batch)
         frames = []
         if self.settings.mode in ("scores", "both"):
             frames.append(score_columns(main, self.variants[0].order))
         if main.tokens is not None:
             frames.append(self._generated(main.tokens))
         for variant, prompt in zip(self.variants[1:], self.prompts[1:], strict=True):
-            output = self.others(self.processor.encode(prompt, images), prompt.option_token_ids)
+            output = self.others(self.processor.encode(prompt, images), prompt.option_token_ids, **batch)
             frames.append(pd.DataFrame({f"variant_{variant.name}_pred":
                                         np.asarray(variant.order)[output.option_probs.argmax(-1)]}))
         return main.features, pd.concat(frames, axis=1)

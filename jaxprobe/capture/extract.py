@@ -30,7 +30,7 @@ from jaxprobe.families.loading import load_model
 from jaxprobe.families.registry import family_for_model_type, family_of, supported_model_types
 from jaxprobe.features import META_FILE, FeatureStore, FeatureStoreWriter, assign_split, settings_fingerprint
 from jaxprobe.manifest import read_manifest, record_stage, settings_hash
-from jaxprobe.parallel import make_mesh
+from jaxprobe.parallel import DATA_AXIS, barrier, broadcast, is_primary, local_rows, make_mesh
 from jaxprobe.pipeline import PreparedData, data_dir_of, prepare_data
 from jaxprobe.weights import cache
 from jaxprobe.weights.hub import resolve_source
@@ -148,54 +148,98 @@ def complete_store(path: Path, settings: dict, sites: list[Site]) -> bool:
             and list(meta["sites"]) == [site.name for site in sites])
 
 
+class FollowingWriter:
+    """A non-primary process's view of the store: it starts where process 0 starts and writes nothing."""
+
+    def __init__(self, rows_done: int):
+        self._rows_done = rows_done
+
+    @property
+    def rows_done(self) -> int:
+        return self._rows_done
+
+    def write_chunk(self, start: int, features: dict, answers: Any = None) -> None:
+        self._rows_done = start + len(next(iter(features.values())))
+
+
+def _prepare(config: ml_collections.ConfigDict, workdir: Path):
+    """Dataset and checkpoint, made by process 0 before any other process looks for them."""
+    if is_primary():
+        check_writable(workdir)
+        prepared, (checkpoint, revision) = prepare_data(config), resolve_checkpoint(config.model, workdir)
+    barrier("jaxprobe-data-and-checkpoint")
+    if not is_primary():
+        prepared, (checkpoint, revision) = prepare_data(config), resolve_checkpoint(config.model, workdir)
+    return prepared, checkpoint, revision
+
+
+def _row_runner(answerer: Answerer, load_image, mesh, key: jax.Array):
+    """rows of one batch -> (features, answers); each process loads and encodes only the rows its devices hold."""
+    size = mesh.shape[DATA_AXIS]
+
+    def run_rows(rows: list[int]):
+        count = len(rows)
+        global_batch = -(-count // size) * size
+        start, stop = local_rows(mesh, global_batch)
+        local = [rows[min(i, count - 1)] for i in range(start, stop)]  # the padding repeats the last row
+        return answerer([load_image(r) for r in local], jax.random.fold_in(key, rows[0]), global_batch, count)
+
+    return run_rows
+
+
+def _variants_record(answerer: Answerer) -> dict:
+    return {v.name: {"order": v.order, "prompt": p.text}
+            for v, p in zip(answerer.variants, answerer.prompts, strict=True)}
+
+
 def run_extract(config: ml_collections.ConfigDict) -> Path:
-    """Extract (or finish extracting) every selected site for every sample; returns the features directory."""
+    """Extract (or finish extracting) every selected site for every sample; returns the features directory.
+
+    In a multi-process run every process calls this; process 0 alone writes the store and the manifest."""
     started = time.perf_counter()
     workdir = Path(config.workdir)
     check_family_setting(config.model)
     check_resolution(config.capture.resolution, config.capture.bucket_step)
     answer_settings = AnswerSettings.from_config(config.capture)
-    check_writable(workdir)
-    prepared = prepare_data(config)
-    checkpoint, revision = resolve_checkpoint(config.model, workdir)
+    prepared, checkpoint, revision = _prepare(config, workdir)
     family = family_of(checkpoint)
     _, layout, sites = _sites(family, checkpoint, list(config.capture.sites))
     index, settings, store = store_index(prepared), feature_settings(config, checkpoint), workdir / FEATURES_DIR
     facts = {"rows": len(index), "sites": len(sites), "checkpoint": str(checkpoint), "revision": revision,
              "family": family.name, "counts": prepared.summary.counts, "skipped": prepared.summary.skipped,
-             "settings": settings_hash(config, "extract")}
-    if complete_store(store, settings, sites):
-        resplit = assign_split(store, index.set_index("id")["split"])
-        previous = read_manifest(workdir).get("stages", {}).get("extract", {})
-        record_stage(workdir, "extract", config.to_dict(), {**previous, **facts, "up_to_date": True,
-                                                            "resplit": resplit})
+             "settings": settings_hash(config, "extract"), "processes": jax.process_count()}
+    if broadcast(is_primary() and complete_store(store, settings, sites)):
+        if is_primary():
+            resplit = assign_split(store, index.set_index("id")["split"])
+            previous = read_manifest(workdir).get("stages", {}).get("extract", {})
+            record_stage(workdir, "extract", config.to_dict(), {**previous, **facts, "up_to_date": True,
+                                                                "resplit": resplit})
         return store
     dims = {site.name: site.dim for site in sites}
-    check_disk(workdir, len(index), dims, np.dtype(config.capture.feature_dtype).itemsize)
+    if is_primary():
+        check_disk(workdir, len(index), dims, np.dtype(config.capture.feature_dtype).itemsize)
     processor = family.processor(checkpoint)
     builder = data.prepared_builder(config.data.name, data_dir_of(config), config.data.config)
     index, sizes = plan_rows(config, index, processor, builder)
     mesh = make_mesh(config.mesh.data, config.mesh.model)
-    loaded = load_model(checkpoint, config.model.dtype, mesh, False if not config.model.cache else
-                        config.model.cache_dir)
+    use_cache = config.model.cache and jax.process_count() == 1  # one process writes an orbax entry
+    loaded = load_model(checkpoint, config.model.dtype, mesh, config.model.cache_dir if use_cache else False)
     answerer = Answerer(loaded, processor, prepared.summary.class_names, config.capture.question, answer_settings,
                         sites, mesh, eos_token_ids(checkpoint, processor.tokenizer))
-    writer = FeatureStoreWriter(store, index, prepared.summary.class_names, dims, settings,
-                                config.capture.feature_dtype, layout.to_json())
-    load_image = image_loader(data_sources(builder), index, sizes)
-    key = jax.random.key(answer_settings.seed)
-
-    def run_rows(rows: list[int]):
-        return answerer([load_image(r) for r in rows], jax.random.fold_in(key, rows[0]))
-
+    writer = (FeatureStoreWriter(store, index, prepared.summary.class_names, dims, settings,
+                                 config.capture.feature_dtype, layout.to_json()) if is_primary() else None)
+    start = broadcast(writer.rows_done if writer is not None else 0)
+    writer = writer if writer is not None else FollowingWriter(start)
+    run_rows = _row_runner(answerer, image_loader(data_sources(builder), index, sizes), mesh,
+                           jax.random.key(answer_settings.seed))
     written = extract_into(writer, list(range(len(index))), sizes, run_rows, config.capture.batch_size,
-                           config.capture.chunk_rows)
-    assign_split(store, index.set_index("id")["split"])
-    record_stage(workdir, "extract", config.to_dict(), {
-        **facts, "seconds": round(time.perf_counter() - started, 2), "rows_written_this_run": written,
-        "size_buckets": {f"{h}x{w}": sizes.count((h, w)) for h, w in sorted(set(sizes))},
-        "prompt": answerer.prompt.text, "answer_variants": {v.name: {"order": v.order, "prompt": p.text}
-                                                            for v, p in zip(answerer.variants, answerer.prompts,
-                                                                            strict=True)},
-        "params_cache": str(loaded.cache_entry), "params_cache_hit": loaded.cache_hit})
+                           config.capture.chunk_rows, progress=is_primary())
+    if is_primary():
+        assign_split(store, index.set_index("id")["split"])
+        record_stage(workdir, "extract", config.to_dict(), {
+            **facts, "seconds": round(time.perf_counter() - started, 2), "rows_written_this_run": written,
+            "size_buckets": {f"{h}x{w}": sizes.count((h, w)) for h, w in sorted(set(sizes))},
+            "prompt": answerer.prompt.text, "answer_variants": _variants_record(answerer),
+            "params_cache": str(loaded.cache_entry), "params_cache_hit": loaded.cache_hit})
+    barrier("jaxprobe-extracted")
     return store

@@ -24,7 +24,7 @@ from jaxprobe.capture.sites import Site, pool_sites
 from jaxprobe.families.base import ModelInputs
 from jaxprobe.families.loading import abstract_variables
 from jaxprobe.models.config import RunPlan, VLMConfig
-from jaxprobe.parallel import DATA_AXIS, batch_sharding, pad_to_multiple
+from jaxprobe.parallel import DATA_AXIS, batch_sharding, gather, local_rows, pad_to_multiple
 
 
 def flatten_sown(intermediates: dict) -> dict[str, jax.Array]:
@@ -94,22 +94,32 @@ class PooledForward:
                                                                 self.sampling, self.eos)
         return pooled, probs, tokens
 
-    def place(self, inputs: ModelInputs) -> ModelInputs:
-        """Pad the batch to a multiple of the ``data`` axis and split it over that axis."""
+    def place(self, inputs: ModelInputs, global_batch: int | None = None) -> ModelInputs:
+        """Split a batch over the ``data`` axis of the (possibly multi-process) mesh.
+
+        ``global_batch`` None: ``inputs`` is the whole batch (on every process); it is padded to a multiple of the
+        ``data`` axis and each process keeps its own rows. Otherwise ``inputs`` holds only this process's rows
+        (``parallel.local_rows``) of a padded batch of ``global_batch`` rows: each host encodes only its images.
+        """
         if self.mesh is None:
             return jax.tree.map(jnp.asarray, inputs)
-        size = self.mesh.shape[DATA_AXIS]
-        return jax.tree.map(lambda a: jax.device_put(pad_to_multiple(np.asarray(a), size),
-                                                     batch_sharding(self.mesh, np.ndim(a))), inputs)
+        if global_batch is None:
+            inputs = jax.tree.map(lambda a: pad_to_multiple(np.asarray(a), self.mesh.shape[DATA_AXIS]), inputs)
+            global_batch = inputs.batch_size
+            start, stop = local_rows(self.mesh, global_batch)
+            inputs = jax.tree.map(lambda a: a[start:stop], inputs)
+        return jax.tree.map(lambda a: jax.make_array_from_process_local_data(
+            batch_sharding(self.mesh, np.ndim(a)), np.asarray(a), (global_batch, *np.shape(a)[1:])), inputs)
 
-    def __call__(self, inputs: ModelInputs, option_ids: Sequence[int] | None = None,
-                 key: jax.Array | None = None) -> ForwardOutput:
-        count = inputs.batch_size
+    def __call__(self, inputs: ModelInputs, option_ids: Sequence[int] | None = None, key: jax.Array | None = None,
+                 global_batch: int | None = None, count: int | None = None) -> ForwardOutput:
+        """Outputs for the batch's first ``count`` rows (default: all of ``inputs``), on every process."""
+        count = inputs.batch_size if count is None else count
         if self.sampling is not None:
             inputs = left_align(inputs)
         ids = None if option_ids is None else jnp.asarray(option_ids)
-        pooled, probs, tokens = self._forward(self.loaded.params, self.place(inputs), ids,
+        pooled, probs, tokens = self._forward(self.loaded.params, self.place(inputs, global_batch), ids,
                                               jax.random.key(0) if key is None else key)
-        return ForwardOutput({name: np.asarray(value)[:count] for name, value in pooled.items()},
-                             None if probs is None else np.asarray(probs)[:count],
-                             None if tokens is None else np.asarray(tokens)[:count])
+        return ForwardOutput({name: gather(value)[:count] for name, value in pooled.items()},
+                             None if probs is None else gather(probs)[:count],
+                             None if tokens is None else gather(tokens)[:count])
