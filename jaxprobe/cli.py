@@ -47,6 +47,22 @@ def cmd_run(args: argparse.Namespace) -> None:
     _run_config(args.config, args.set)
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from jaxprobe.run import run_all
+    from jaxprobe.sweep import pick_cells, run_sweep, sweep_cells
+
+    if args.list:
+        for number, name in enumerate(sweep_cells(args.config_list)):
+            print(f"{number:3d}  {name}")
+        return 0
+    pick_cells(sweep_cells(args.config_list), args.cell)  # a bad --cell is refused before any work
+    results = run_sweep(args.config_list, args.set, args.cell, args.status_dir, run_all)
+    failed = [name for name, entry in results.items() if entry["status"] != "done"]
+    print(f"\n{len(results) - len(failed)} of {len(results)} cells done" + (f"; failed: {', '.join(failed)}"
+                                                                              if failed else ""))
+    return 1 if failed else 0
+
+
 def cmd_extract(args: argparse.Namespace) -> None:
     from jaxprobe.capture.extract import run_extract
     from jaxprobe.config import load_config
@@ -184,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("config", help="config file or name in configs/")
         _add_overrides(stage)
         stage.set_defaults(func=func)
+    sweep = commands.add_parser("sweep", help="run many cells (configs/sweep.py: the study), resuming, or one "
+                                              "per scheduler job with --cell")
+    sweep.add_argument("config_list", help="a config whose `cells` name configs, e.g. sweep")
+    sweep.add_argument("--cell", help="only this cell: its 0-based number (e.g. $SLURM_ARRAY_TASK_ID) or name")
+    sweep.add_argument("--status-dir", default="runs", help="where sweep_status.json records each cell (default runs)")
+    sweep.add_argument("--list", action="store_true", help="print the numbered cells and exit")
+    _add_overrides(sweep)
+    sweep.set_defaults(func=cmd_sweep)
     demo = commands.add_parser("demo", help="offline end-to-end demo on synthetic_lesions with a tiny model")
     demo.add_argument("--workdir", help="work directory (default from configs/demo.py)")
     _add_overrides(demo)
@@ -205,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-DISTRIBUTED_COMMANDS = ("extract", "run", "demo")  # may run as one process of a multi-process job
+DISTRIBUTED_COMMANDS = ("extract", "run", "demo", "sweep")  # may run as one process of a multi-process job
 
 
 def main(argv: list[str] | None = None) -> int:
