@@ -85,6 +85,29 @@ def test_right_padded_rows_generate_as_left_padded_ones(tmp_path):
     np.testing.assert_array_equal(generate(loaded, inputs, Sampling(max_new_tokens=6), eos=()), expected)
 
 
+BF16_RELATIVE = 0.03  # bf16 carries 8 bits of mantissa (0.4%); a few roundings per layer stay within 3% of the scale
+BF16 = [(family, case) for family, case in PARITY if "window" in case or "gqa" in case]
+
+
+@pytest.mark.parametrize(("family", "case"), BF16, ids=[case for _, case in BF16])
+def test_bfloat16_forward_matches_transformers_bfloat16(tmp_path, family, case):
+    """bf16 end to end (pixels and vision tower included) against transformers' own bf16 forward: every site
+    and the logits within 3% of the reference's largest magnitude."""
+    from jaxprobe.parity import jax_activations
+
+    directory, inputs = cases_of(family).build(case, tmp_path)
+    loaded = load_model(directory, "bfloat16", cache_dir=False)
+    ours = jax_activations(loaded, inputs)
+    reference = family.reference()
+    expected = reference.run(reference.load(directory, "bfloat16"), inputs)
+    valid = np.asarray(inputs.attention_mask).astype(bool)
+    for site, value in expected.items():
+        mine = np.asarray(ours[site], np.float32).reshape(value.shape)
+        if site.startswith("llm.") or site == "logits":
+            mine, value = mine[valid], value[valid]
+        assert np.abs(mine - value).max() <= BF16_RELATIVE * np.abs(value).max(), site
+
+
 @pytest.mark.parametrize(("family", "case"), PARITY[:1] + PARITY[-1:], ids=lambda x: getattr(x, "name", x))
 def test_keymap_fills_every_leaf_exactly_once(tmp_path, family, case):
     directory, _ = cases_of(family).build(case, tmp_path)

@@ -115,7 +115,9 @@ def require_torch() -> None:
 class Reference(Protocol):
     """The PyTorch model (transformers) and hooks that ``jaxprobe parity`` compares against (imports torch)."""
 
-    def load(self, checkpoint_dir: Path) -> Any: ...
+    def load(self, checkpoint_dir: Path, dtype: str = "float32") -> Any:
+        """The transformers model in ``dtype`` ("float32" for parity, "bfloat16" for the bf16 comparison)."""
+        ...
 
     def run(self, model: Any, inputs: ModelInputs) -> dict[str, np.ndarray]:
         """Activations keyed like ours: ``vision.layer_NN`` (as ``vision.layers`` rows), ``connector.output``,

@@ -25,11 +25,11 @@ def torch_inputs(inputs: ModelInputs) -> dict[str, Any]:
 
 
 class QwenVLReference:
-    def load(self, checkpoint_dir: Path) -> Any:
+    def load(self, checkpoint_dir: Path, dtype: str = "float32") -> Any:
         require_torch()
         from transformers import AutoModelForImageTextToText
 
-        return AutoModelForImageTextToText.from_pretrained(checkpoint_dir, dtype="float32").eval()
+        return AutoModelForImageTextToText.from_pretrained(checkpoint_dir, dtype=dtype).eval()
 
     def run(self, model: Any, inputs: ModelInputs) -> dict[str, np.ndarray]:
         """Every vision block's output, the merger output, every decoder layer's output, and the logits."""
