@@ -20,7 +20,7 @@ from flax import traverse_util
 from jax.sharding import Mesh
 
 from jaxprobe.capture.generate import Sampling, decode_loop, left_align
-from jaxprobe.capture.sites import Site, pool_sites
+from jaxprobe.capture.sites import Site, pool_groups, split_groups
 from jaxprobe.families.base import ModelInputs
 from jaxprobe.families.loading import abstract_variables
 from jaxprobe.models.config import RunPlan, VLMConfig
@@ -87,8 +87,8 @@ class PooledForward:
             size = inputs.input_ids.shape[1] + self.sampling.max_new_tokens
             logits, state = module.apply({"params": params}, inputs, size, method=module.prefill,
                                          mutable=["intermediates", "cache"])
-        pooled = pool_sites(self.sites, flatten_sown(state["intermediates"]), inputs.image_mask, inputs.last_index,
-                            self.loaded.site_layout.vision_cls)
+        pooled = pool_groups(self.sites, flatten_sown(state["intermediates"]), inputs.image_mask, inputs.last_index,
+                             self.loaded.site_layout.vision_cls)
         probs = None if option_ids is None else jax.nn.softmax(logits[:, option_ids], axis=-1)
         tokens = None if self.sampling is None else decode_loop(params, module, inputs, logits, state["cache"], key,
                                                                 self.sampling, self.eos)
@@ -120,6 +120,7 @@ class PooledForward:
         ids = None if option_ids is None else jnp.asarray(option_ids)
         pooled, probs, tokens = self._forward(self.loaded.params, self.place(inputs, global_batch), ids,
                                               jax.random.key(0) if key is None else key)
-        return ForwardOutput({name: gather(value)[:count] for name, value in pooled.items()},
+        features = split_groups(self.sites, {key: gather(value)[:, :count] for key, value in pooled.items()})
+        return ForwardOutput(features,
                              None if probs is None else gather(probs)[:count],
                              None if tokens is None else gather(tokens)[:count])

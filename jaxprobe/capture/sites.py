@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxprobe.errors import ConfigError
 from jaxprobe.models.layers import layer_name
@@ -95,11 +96,34 @@ def pool(site: Site, activation: jax.Array, image_mask: jax.Array, last_index: j
     raise ValueError(f"unknown pooling {site.pooling!r}")
 
 
-def pool_sites(sites: Sequence[Site], sown: Mapping[str, jax.Array], image_mask: jax.Array, last_index: jax.Array,
-               vision_cls: bool = False) -> dict[str, jax.Array]:
-    """Pool every selected site from the sown activations (call inside jit: the rest is dead code)."""
-    pooled = {}
+def site_groups(sites: Sequence[Site]) -> dict[str, list[Site]]:
+    """Sites sharing a sown activation and a pooling, keyed ``source|pooling``, in selection order."""
+    groups: dict[str, list[Site]] = {}
     for site in sites:
-        activation = sown[site.source] if site.layer is None else sown[site.source][site.layer]
-        pooled[site.name] = pool(site, activation, image_mask, last_index, vision_cls)
+        groups.setdefault(f"{site.source}|{site.pooling}", []).append(site)
+    return groups
+
+
+def pool_groups(sites: Sequence[Site], sown: Mapping[str, jax.Array], image_mask: jax.Array, last_index: jax.Array,
+                vision_cls: bool = False) -> dict[str, jax.Array]:
+    """{``source|pooling``: [k, B, D]}: every selected layer of a stacked activation pooled in one vectorised op
+    (call inside jit), so the traced graph grows with the number of activations, not with the model's depth."""
+    pooled = {}
+    for key, members in site_groups(sites).items():
+        activation = sown[members[0].source]
+        layers = [site.layer for site in members]
+        stacked = activation[None] if layers == [None] else activation[np.asarray(layers)]
+        pooled[key] = jax.vmap(lambda a, site=members[0]: pool(site, a, image_mask, last_index, vision_cls))(stacked)
     return pooled
+
+
+def split_groups(sites: Sequence[Site], pooled: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{site name: [B, D]} from ``pool_groups``' stacked results."""
+    return {site.name: np.asarray(pooled[key])[k] for key, members in site_groups(sites).items()
+            for k, site in enumerate(members)}
+
+
+def pool_sites(sites: Sequence[Site], sown: Mapping[str, jax.Array], image_mask: jax.Array, last_index: jax.Array,
+               vision_cls: bool = False) -> dict[str, np.ndarray]:
+    """Pool every selected site from the sown activations: {site name: [B, D]}."""
+    return split_groups(sites, pool_groups(sites, sown, image_mask, last_index, vision_cls))
