@@ -205,3 +205,14 @@ def test_parity_command_on_a_bare_save_pretrained_checkpoint(tmp_path, family, c
     assert main(["parity", str(directory)]) == 0
     out = capsys.readouterr().out
     assert "PASS at atol 0.0001" in out and "synthetic" in out
+
+
+def test_params_split_eight_ways(tiny):
+    """With ``mesh.model=8`` each device holds at most 1/8 of the params + 10% (what does not divide, and small
+    norms and biases, stays replicated)."""
+    _, directory, _, _ = tiny
+    loaded = load_model(directory, mesh=make_mesh(1, 8), cache_dir=False)
+    leaves = jax.tree.leaves(loaded.params)
+    first = jax.devices()[0]
+    on_first = sum(shard.data.nbytes for leaf in leaves for shard in leaf.addressable_shards if shard.device == first)
+    assert on_first <= 1.1 * sum(leaf.nbytes for leaf in leaves) / 8

@@ -29,6 +29,9 @@ SHARDING_RULES = [
     (r"vision/blocks/mlp/(fc1|gate_proj|up_proj)/bias", (None, "model")),
     (r"vision/blocks/mlp/(fc2|down_proj)/kernel", (None, "model", None)),
     (r"vision/blocks/proj/kernel", (None, "model", None)),
+    (r"vision/blocks/qkv/kernel", (None, None, "model")),  # fused q|k|v columns: XLA reshards at the split
+    (r"vision/blocks/qkv/bias", (None, "model")),
+    (r"vision/patch_embed/kernel", (None, "model")),
     (r"connector/mlp_0/kernel", (None, "model")),
     (r"connector/mlp_0/bias", ("model",)),
     (r"connector/mlp_2/kernel", ("model", None)),
