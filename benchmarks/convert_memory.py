@@ -33,17 +33,25 @@ TEXT_SIZES = {
     "num_hidden_layers": 3,
     "num_attention_heads": 8,
     "num_key_value_heads": 2,
+    "rope_parameters": {"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1e6},
 }
 VISION_SIZES = {"depth": 4, "hidden_size": 512, "intermediate_size": 1376, "num_heads": 8}
 FAMILY = "qwen2_5_vl"
 REPEATS = 3  # fresh processes; the worst one is reported (malloc behaviour varies from run to run)
+# Qwen2.5-VL-7B's real sizes (config.json of Qwen/Qwen2.5-VL-7B-Instruct): ~8.3B parameters, 16.6 GB in bf16
+SEVEN_B_TEXT = {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                "num_attention_heads": 28, "num_key_value_heads": 4,
+                "rope_parameters": {"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1e6}}
+SEVEN_B_VISION = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "patch_size": 14,
+                  "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31]}
+SHARD_BYTES = 2 * 2**30
 
 
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB
 
 
-def child(checkpoint: Path, cache_root: Path) -> None:
+def child(checkpoint: Path, cache_root: Path, dtype: str = "float32") -> None:
     """Runs in a fresh process: convert and print the measurements as one JSON line."""
     import jax
     import orbax.checkpoint  # noqa: F401  (libraries are imported before the baseline: not counted as growth)
@@ -63,18 +71,18 @@ def child(checkpoint: Path, cache_root: Path) -> None:
     converter = converter_for(read_config_json(checkpoint))
     label = "qwen2_5_vl keymap"
     start = time.perf_counter()
-    result = load_or_convert(checkpoint, cache_root, "float32",
-                             lambda: load_params(checkpoint, converter.keymap, converter.abstract_params, "float32"),
+    result = load_or_convert(checkpoint, cache_root, dtype,
+                             lambda: load_params(checkpoint, converter.keymap, converter.abstract_params, dtype),
                              converter.version)
     jax.block_until_ready(result.params)
     seconds = time.perf_counter() - start
     print(json.dumps({"baseline_rss": baseline, "peak_rss": peak_rss_bytes(), "seconds": seconds, "keymap": label}))
 
 
-def run_child(checkpoint: Path, cache_root: Path) -> dict:
+def run_child(checkpoint: Path, cache_root: Path, dtype: str = "float32") -> dict:
     """One conversion in a fresh process (so its peak RSS is the conversion's alone)."""
     out = subprocess.run(
-        [sys.executable, __file__, "--child", str(checkpoint), str(cache_root)],
+        [sys.executable, "-m", "benchmarks.convert_memory", "--child", str(checkpoint), str(cache_root), dtype],
         check=True,
         capture_output=True,
         text=True,
@@ -105,9 +113,59 @@ def measure(workdir: Path, text_layers: int) -> dict:
     }
 
 
+def write_sharded_bf16(out: Path, text: dict, vision: dict) -> int:
+    """A random bf16 checkpoint written shard by shard (never the whole model in memory), as the hub ships 7B
+    models; returns its size in bytes."""
+    import json
+
+    import ml_dtypes
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from jaxprobe.families.qwen_vl.tiny import SHAPES, tiny_config, write_tiny_checkpoint
+
+    write_tiny_checkpoint(FAMILY, out, seed=0, text={**TEXT_SIZES, "num_hidden_layers": 1}, vision=VISION_SIZES)
+    (out / "model.safetensors").unlink()  # keep the tokenizer and processor files; replace the weights
+    config = tiny_config(FAMILY, text, vision)
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    rng = np.random.default_rng(0)
+    shard, shard_bytes, weight_map, files = {}, 0, {}, []
+
+    def flush():
+        nonlocal shard, shard_bytes
+        name = f"model-{len(files) + 1:05d}.safetensors"
+        save_file(shard, out / name, metadata={"format": "pt"})
+        files.append(name)
+        weight_map.update(dict.fromkeys(shard, name))
+        shard, shard_bytes = {}, 0
+
+    for name, shape in sorted(SHAPES[FAMILY](config).items()):
+        tensor = (rng.standard_normal(shape, np.float32) * 0.02).astype(ml_dtypes.bfloat16)
+        shard[name] = tensor
+        shard_bytes += tensor.nbytes
+        if shard_bytes >= SHARD_BYTES:
+            flush()
+    if shard:
+        flush()
+    (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return sum((out / name).stat().st_size for name in files)
+
+
+def measure_7b(workdir: Path) -> dict:
+    size = write_sharded_bf16(workdir / "ckpt7b", SEVEN_B_TEXT, SEVEN_B_VISION)
+    run = run_child(workdir / "ckpt7b", workdir / "cache7b", "bfloat16")
+    return {"family": FAMILY, "shape": "Qwen2.5-VL-7B (8.3B parameters)", "keymap": run["keymap"],
+            "checkpoint_mib": round(size / MIB, 1), "baseline_rss_mib": round(run["baseline_rss"] / MIB, 1),
+            "peak_rss_mib": round(run["peak_rss"] / MIB, 1),
+            "peak_over_checkpoint": round(run["peak_rss"] / size, 3),
+            "growth_over_checkpoint": round((run["peak_rss"] - run["baseline_rss"]) / size, 3),
+            "convert_seconds": round(run["seconds"], 2)}
+
+
 def markdown(result: dict) -> str:
     return (
-        f"| convert memory ({result['keymap']}) | checkpoint {result['checkpoint_mib']} MiB | peak RSS "
+        f"| convert memory ({result.get('shape', result['keymap'])}) | checkpoint {result['checkpoint_mib']} MiB "
+        f"| peak RSS "
         f"{result['peak_rss_mib']} MiB = {result['peak_over_checkpoint']}x | growth above import baseline "
         f"({result['baseline_rss_mib']} MiB) = {result['growth_over_checkpoint']}x | {result['convert_seconds']} s |"
     )
@@ -119,18 +177,21 @@ def main() -> None:
     parser.add_argument(
         "--text-layers", type=int, default=TEXT_SIZES["num_hidden_layers"], help="LLM layers (~45 MiB each)"
     )
-    parser.add_argument("--child", nargs=2, type=Path, metavar=("CHECKPOINT", "CACHE"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, metavar=("CHECKPOINT", "CACHE", "DTYPE"), help=argparse.SUPPRESS)
+    parser.add_argument("--seven-b", action="store_true", help="also a real-size Qwen2.5-VL-7B bf16 checkpoint "
+                        "(writes ~33 GB to --workdir: checkpoint + cache; needs ~17 GB of RAM)")
     args = parser.parse_args()
     if args.child:
-        child(*args.child)
+        child(Path(args.child[0]), Path(args.child[1]), args.child[2])
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        result = measure(args.workdir or Path(tmp), args.text_layers)
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        results = [measure(Path(tmp), args.text_layers)]
+        if args.seven_b:
+            results.append(measure_7b(Path(tmp)))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "convert_memory.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "convert_memory.md").write_text(markdown(result) + "\n")
-    print(json.dumps(result, indent=2))
-    print(markdown(result))
+    (RESULTS / "convert_memory.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "convert_memory.md").write_text("\n".join(markdown(result) for result in results) + "\n")
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
