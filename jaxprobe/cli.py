@@ -18,7 +18,7 @@ DEMO_CONFIG = "demo"
 def cmd_data_build(args: argparse.Namespace) -> None:
     from jaxprobe import data
 
-    summary = data.build(args.name, args.manual_dir, args.data_dir, args.config)
+    summary = data.build(args.name, args.manual_dir, args.data_dir, args.config, rebuild=args.rebuild)
     print(summary.table())
 
 
@@ -178,6 +178,8 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
         sub.add_argument("--data-dir", help="where prepared datasets live (default $JAXPROBE_DATA_DIR or "
                                             "~/jaxprobe_datasets)")
     build.add_argument("--manual-dir", help="folder holding the unpacked public download")
+    build.add_argument("--rebuild", action="store_true", help="replace an already prepared copy (e.g. after the "
+                                                               "download changed)")
     build.set_defaults(func=cmd_data_build)
     info.add_argument("--json", action="store_true", help="print {split: {class: count}, groups, skipped} as JSON")
     info.set_defaults(func=cmd_data_info)
