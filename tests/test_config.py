@@ -120,3 +120,37 @@ def test_config_rebuilt_from_a_manifest_keeps_types_and_values():
     assert changed_keys(rebuilt, recorded, ("data", "probe")) == ["probe.folds"]
     with pytest.raises(TypeError):  # the base config's types survive the round trip (placeholders included)
         rebuilt.data.data_dir = 3
+
+
+def test_configs_ship_inside_the_wheel(tmp_path):
+    """`pip install .` then `jaxprobe demo` outside the source tree: the wheel carries configs/ and finds it."""
+    import importlib.util
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = tmp_path / "source"  # a copy, so the build leaves nothing in the checkout
+    checkout = Path(__file__).resolve().parents[1]
+    root.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(checkout / name, root / name)
+    for name in ("jaxprobe", "configs"):
+        shutil.copytree(checkout / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", *isolation, "-w", str(tmp_path / "dist"), str(root)], check=True,
+                   capture_output=True)
+    wheel = next((tmp_path / "dist").glob("jaxprobe-*.whl"))
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(tmp_path / "site"), str(wheel)], check=True,
+                   capture_output=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = ("import jaxprobe.config as c\nprint(c.__file__)\nprint(c.find_config('demo'))\n"
+              "print(c.load_config('study:lingshu_7b:busi').model.checkpoint)\nprint(len(c.load_config('sweep').cells))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=elsewhere, capture_output=True, text=True,
+                            env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    module, demo, checkpoint, cells = result.stdout.split()
+    assert module.startswith(str(tmp_path / "site")) and demo == str(tmp_path / "site/jaxprobe/configs/demo.py")
+    assert checkpoint == "lingshu-medical-mllm/Lingshu-7B" and cells == "48"

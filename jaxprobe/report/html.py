@@ -74,7 +74,8 @@ def verdict_list(diagnosis: list[dict]) -> str:
                      f'</span>. <span class="note">{esc(explanation)}</span><br>{esc(verdict.get("reason", ""))}. '
                      f'Evidence: {esc(verdict["evidence"])}.</li>')
     legend = "; ".join(f"<i>{esc(status)}</i>: {esc(text)}" for status, text in STATUS_EXPLANATIONS.items())
-    return f"<ul>{''.join(items)}</ul><p class=\"note\">{legend}. Intervals are at the probes' CI level.</p>"
+    note = "Verdict intervals are at the probes' CI level: the wider of the bootstrap and the Wilson score interval"
+    return f"<ul>{''.join(items)}</ul><p class=\"note\">{legend}. {note}.</p>"
 
 
 def summary_sentence(scores: dict) -> str:

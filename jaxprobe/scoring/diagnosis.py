@@ -240,7 +240,7 @@ def semantic_mapping(ctx: Context) -> Verdict:
                             "the gap is beyond the threshold and the intervals separate",
                             "the gap is beyond the threshold, but the intervals overlap")
     direction = "lower" if gap < 0 else "higher"
-    evidence = f"the answer {answer.text()} is {abs(gap):.1f} points {direction} than the probe {last.text()}"
+    evidence = f"{answer.text()} is {abs(gap):.1f} points {direction} than the probe {last.text()}"
     return Verdict(mode, status, gap, (last.site, answer.site), apart, evidence, reason)
 
 
