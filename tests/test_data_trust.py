@@ -182,3 +182,11 @@ def test_run_honours_the_data_dir_environment_variable(tmp_path, monkeypatch):
     prepare_data(config)
     assert (tmp_path / "shared_datasets" / "synthetic_lesions").is_dir()
     assert not (tmp_path / "run" / "datasets").exists()
+
+
+def test_a_class_too_rare_for_the_probe_folds_says_which_setting_works():
+    from jaxprobe.stats.folds import kfold
+
+    labels = np.array([0] * 10 + [1] * 3)
+    with pytest.raises(DatasetError, match=r"classes \{1: 3\} .*fewer than 5 samples .*set probe.folds=3 or fewer"):
+        kfold(labels, 5, seed=0)

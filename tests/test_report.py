@@ -87,3 +87,29 @@ def test_legends_never_cover_the_plot(monkeypatch):
         for axis in figure.axes:
             legend, box = axis.get_legend(), axis.get_window_extent()
             assert legend is not None and legend.get_window_extent().x0 >= box.x1
+
+
+def test_compare_warns_when_class_sets_differ(tmp_path, capsys):
+    from jaxprobe.cli import main
+    from jaxprobe.scoring.run import write_scores
+
+    probes = _probe_rows(HEALTHY)
+    for run, classes in (("busi", ["benign", "malignant"]), ("chest", ["NORMAL", "PNEUMONIA"]),
+                         ("busi_again", ["benign", "malignant"])):
+        scores = score_run(probes, _index(), ScoreSettings(resamples=20), classes)
+        (tmp_path / run).mkdir()
+        write_scores(tmp_path / run / "scores.json", scores)
+        write_report(tmp_path / run, run, scores)
+    assert main(["compare", str(tmp_path / "busi"), str(tmp_path / "busi_again"), "--out", str(tmp_path / "same")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "busi"), str(tmp_path / "chest"), "--out", str(tmp_path / "mixed")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: these runs classify different class sets (busi: benign, malignant; chest: NORMAL, PNEUMONIA)" \
+        in err
+    page = (tmp_path / "mixed" / "comparison.html").read_text()
+    assert "Warning: these runs classify different class sets" in page
+    assert pd.read_parquet(tmp_path / "mixed" / "comparison.parquet").classes.tolist() == ["benign, malignant",
+                                                                                           "NORMAL, PNEUMONIA"]
+    (tmp_path / "chest" / "scores.json").write_text("{not json")
+    assert main(["compare", str(tmp_path / "busi"), str(tmp_path / "chest"), "--out", str(tmp_path / "x")]) == 2
+    assert "unreadable" in capsys.readouterr().err
