@@ -296,12 +296,16 @@ def probe_settings(config: ml_collections.ConfigDict):
 # A work directory's own config, rebuilt from the resolved config its manifest.json holds.
 
 
-def _overlay(base: ml_collections.ConfigDict, values: Mapping[str, Any], path: str = "") -> None:
-    """Write ``values`` into ``base`` in place, keeping base's field types (JSON lists become tuples)."""
+def _overlay(base: ml_collections.ConfigDict, values: Mapping[str, Any], dropped: list[str], path: str = "") -> None:
+    """Write ``values`` into ``base`` in place, keeping base's field types (JSON lists become tuples); keys the
+    base does not have (renamed or removed since the values were recorded) are listed in ``dropped``."""
     for key, value in values.items():
         where = f"{path}{key}"
-        if isinstance(value, Mapping) and key in base and isinstance(base[key], ml_collections.ConfigDict):
-            _overlay(base[key], value, where + ".")
+        if key not in base:
+            dropped.append(where)
+            continue
+        if isinstance(value, Mapping) and isinstance(base[key], ml_collections.ConfigDict):
+            _overlay(base[key], value, dropped, where + ".")
             continue
         if isinstance(value, list):
             value = tuple(value)
@@ -312,10 +316,17 @@ def _overlay(base: ml_collections.ConfigDict, values: Mapping[str, Any], path: s
                               f"({error}); rerun the stages with an explicit --config") from error
 
 
-def config_from_dict(values: Mapping[str, Any]) -> ml_collections.ConfigDict:
-    """A validated ConfigDict from a resolved config dict (as ``manifest.json`` stores it), typed like the base."""
+def config_from_dict(values: Mapping[str, Any], log=print) -> ml_collections.ConfigDict:
+    """A validated ConfigDict from a resolved config dict (as ``manifest.json`` stores it), typed like the base.
+
+    Recorded keys this jaxprobe no longer has (a manifest written by an older version) are left out, and ``log``
+    says which.
+    """
     config = load_config_file(find_config(BASE_CONFIG))
-    _overlay(config, values)
+    dropped: list[str] = []
+    _overlay(config, values, dropped)
+    if dropped:
+        log(f"note: the recorded config's keys {dropped} are unknown to this jaxprobe and were left out")
     validate_config(config)
     return config
 

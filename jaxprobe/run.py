@@ -41,7 +41,7 @@ def workdir_config(workdir: str | Path, name: str | None, overrides: list[str], 
     workdir = Path(workdir)
     recorded = read_manifest(workdir).get("config")
     if name is None and recorded is not None:
-        config = config_from_dict(recorded)
+        config = config_from_dict(recorded, log)
         for assignment in overrides:
             apply_override(config, assignment)
         validate_config(config)

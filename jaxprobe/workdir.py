@@ -48,20 +48,22 @@ def _acquire(path: Path, wait: bool):
 
 
 @contextlib.contextmanager
-def directory_lock(directory: str | Path, command: str, wait: bool = False) -> Iterator[None]:
-    """Hold ``<directory>/.jaxprobe.lock`` for the duration; refuse (or, with ``wait``, wait) while another
-    process holds it."""
+def directory_lock(directory: str | Path, command: str, wait: bool = False, log=print) -> Iterator[None]:
+    """Hold ``<directory>/.jaxprobe.lock`` for the duration; while another process holds it, refuse (or, with
+    ``wait``, say so and wait for it)."""
     directory = Path(directory)
+    path = directory / LOCK_FILE
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / LOCK_FILE
-        handle = _acquire(path, wait)
+        handle = _acquire(path, wait=False)
+        if handle is None and wait:
+            log(f"waiting for another jaxprobe process to finish with {directory} ({_holder(path)})")
+            handle = _acquire(path, wait=True)
     except OSError as error:
         raise ConfigError(f"cannot lock {directory} ({error}); is it writable? choose another directory") from error
     if handle is None:
-        holder = path.read_text().strip() if path.is_file() else "unknown"
-        raise ConfigError(f"{directory} is in use by another jaxprobe process ({holder or 'starting'}); wait for it "
-                          "to finish, or give this run another work directory")
+        raise ConfigError(f"{directory} is in use by another jaxprobe process ({_holder(path)}); wait for it to "
+                          "finish, or give this run another work directory")
     try:
         handle.seek(0)
         handle.truncate()
@@ -72,3 +74,10 @@ def directory_lock(directory: str | Path, command: str, wait: bool = False) -> I
         with contextlib.suppress(OSError):
             path.unlink()
         handle.close()  # closing releases the flock
+
+
+def _holder(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "starting"
+    except OSError:
+        return "unknown"

@@ -120,6 +120,12 @@ def test_config_rebuilt_from_a_manifest_keeps_types_and_values():
     assert changed_keys(rebuilt, recorded, ("data", "probe")) == ["probe.folds"]
     with pytest.raises(TypeError):  # the base config's types survive the round trip (placeholders included)
         rebuilt.data.data_dir = 3
+    older = json.loads(json.dumps(recorded))
+    older["diagnosis"]["vision_min_accuracy"] = 0.75  # a key renamed since that manifest was written
+    notes = []
+    assert config_from_dict(older, notes.append).to_dict() == original.to_dict()
+    assert notes == ["note: the recorded config's keys ['diagnosis.vision_min_accuracy'] are unknown to this jaxprobe "
+                     "and were left out"]
 
 
 def test_configs_ship_inside_the_wheel(tmp_path):

@@ -190,3 +190,20 @@ def test_a_class_too_rare_for_the_probe_folds_says_which_setting_works():
     labels = np.array([0] * 10 + [1] * 3)
     with pytest.raises(DatasetError, match=r"classes \{1: 3\} .*fewer than 5 samples .*set probe.folds=3 or fewer"):
         kfold(labels, 5, seed=0)
+
+
+def test_builds_into_one_data_dir_take_turns(tmp_path, capsys):
+    """Two runs sharing $JAXPROBE_DATA_DIR: the second build waits for the first instead of deleting its files."""
+    import subprocess
+    import sys
+
+    data_dir = tmp_path / "shared"
+    holder = subprocess.Popen([sys.executable, "-c", "import time\nfrom jaxprobe.workdir import directory_lock\n"
+                               f"with directory_lock({str(data_dir)!r}, 'data build busi'):\n"
+                               "    print('locked', flush=True)\n    time.sleep(1.5)\n"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    summary = data.build("image_folder", fx.make_image_folder(tmp_path / "tree", False), data_dir, config="tree")
+    assert holder.wait() == 0 and summary.counts == {"full": {"cyst": 3, "solid": 4}}
+    waited = f"waiting for another jaxprobe process to finish with {data_dir} (pid {holder.pid}"
+    assert waited in capsys.readouterr().out

@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 
 from jaxprobe.data import builders, sources, synthetic
 from jaxprobe.errors import DatasetError
+from jaxprobe.workdir import directory_lock
 
 DATA_DIR_ENV = "JAXPROBE_DATA_DIR"
 DEFAULT_DATA_DIR = "~/jaxprobe_datasets"
@@ -120,18 +121,20 @@ def build(name: str, manual_dir: str | Path | None = None, data_dir: str | Path 
     """Prepare ``name`` and return its summary; rerun after an interruption.
 
     An already prepared dataset is reused only if its manual download is unchanged (``jaxprobe.data.sources``);
-    ``rebuild`` replaces it instead.
+    ``rebuild`` replaces it instead. Builds into one data dir take turns (a lock on it), so two runs sharing
+    ``$JAXPROBE_DATA_DIR`` never remove each other's half-written files.
     """
-    builder = make_builder(name, data_dir, config)
-    manual = _check_manual_dir(builder, manual_dir)
-    if builder.is_prepared() and rebuild:
-        shutil.rmtree(builder.data_dir)
-        builder = make_builder(name, data_dir, config)
-    elif builder.is_prepared() and manual is not None:
-        check_source_unchanged(builder, manual, config)
-    _remove_incomplete(builder)
-    download_config = tfds.download.DownloadConfig(manual_dir=manual, try_download_gcs=False)
-    builder.download_and_prepare(download_config=download_config, file_format=FILE_FORMAT)
+    manual = _check_manual_dir(make_builder(name, data_dir, config), manual_dir)
+    with directory_lock(Path(data_dir or default_data_dir()).expanduser(), f"data build {name}", wait=True):
+        builder = make_builder(name, data_dir, config)  # made under the lock: sees what a previous holder built
+        if builder.is_prepared() and rebuild:
+            shutil.rmtree(builder.data_dir)
+            builder = make_builder(name, data_dir, config)
+        elif builder.is_prepared() and manual is not None:
+            check_source_unchanged(builder, manual, config)
+        _remove_incomplete(builder)
+        download_config = tfds.download.DownloadConfig(manual_dir=manual, try_download_gcs=False)
+        builder.download_and_prepare(download_config=download_config, file_format=FILE_FORMAT)
     return summarize(builder)
 
 
