@@ -89,8 +89,11 @@ def _run_config(name: str, overrides: list[str], command: str) -> None:
 def _stage_config(args: argparse.Namespace, stage: str):
     """The config of a standalone stage (the work directory's own unless --config), checked against the
     settings the earlier stages were made with."""
+    from jaxprobe.errors import FeatureError
     from jaxprobe.run import check_earlier_stages, workdir_config
 
+    if not Path(args.workdir).is_dir():
+        raise FeatureError(f"no work directory {args.workdir}; `jaxprobe run CONFIG` (or `extract`) makes one")
     config = workdir_config(args.workdir, args.config, args.set)
     check_earlier_stages(Path(args.workdir), config, stage)
     return config
@@ -100,8 +103,9 @@ def cmd_probe(args: argparse.Namespace) -> None:
     from jaxprobe.run import probe_stage
     from jaxprobe.workdir import PROBES_FILE, directory_lock
 
+    config = _stage_config(args, "probe")
     with directory_lock(args.workdir, "probe"):
-        rows = probe_stage(Path(args.workdir), _stage_config(args, "probe"))
+        rows = probe_stage(Path(args.workdir), config)
     chosen = rows[rows.selected].pivot_table(index="site", columns="kind", values="accuracy", sort=False)
     print(chosen.round(3).to_string())
     print(f"\n{len(rows)} probe rows written to {Path(args.workdir) / PROBES_FILE}")
@@ -111,8 +115,9 @@ def cmd_score(args: argparse.Namespace) -> None:
     from jaxprobe.run import score_stage
     from jaxprobe.workdir import directory_lock
 
+    config = _stage_config(args, "score")
     with directory_lock(args.workdir, "score"):
-        report = score_stage(Path(args.workdir), _stage_config(args, "score"))
+        report = score_stage(Path(args.workdir), config)
     print(f"report written to {report}")
 
 
