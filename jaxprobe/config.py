@@ -193,9 +193,13 @@ RULES: tuple[Rule, ...] = (
     Rule("split.test_fraction", "a number in (0, 1)", _number_in(0, 1, low_open=True, high_open=True)),
     Rule("split.seed", "an integer >= 0", _int_at_least(0)),
     Rule("model.checkpoint", "a directory, a hub id or tiny:<family>", _text),
-    Rule("model.family", "a model_type name such as qwen2_5_vl", _text),
+    Rule("model.family", "None (read from config.json) or a model_type such as qwen2_5_vl", _optional(_text)),
     Rule("model.revision", "None or a hub revision", _optional(_text)),
     Rule("model.dtype", "float32 or bfloat16", _one_of("float32", "bfloat16")),
+    Rule("model.cache", "True or False", lambda v: isinstance(v, bool)),
+    Rule("model.cache_dir", "None or a non-empty path", _optional(_text)),
+    Rule("mesh.data", "None (every device not on the model axis) or an integer >= 1", _optional(_int_at_least(1))),
+    Rule("mesh.model", "an integer >= 1", _int_at_least(1)),
     Rule("capture.sites", "a non-empty tuple of site globs, e.g. ('vision.*', 'llm.*.last_token')", _site_globs),
     Rule("capture.image_size", "an integer >= 1 (pixels)", _int_at_least(1)),
     Rule("capture.batch_size", "an integer >= 1", _int_at_least(1)),
@@ -214,7 +218,7 @@ RULES: tuple[Rule, ...] = (
     Rule("diagnosis.min_test_images", "an integer >= 1", _int_at_least(1)),
     Rule("diagnosis.alpha", "a significance level in (0, 1)", _number_in(0, 1, low_open=True, high_open=True)),
 )
-RUN_SECTIONS = ("data", "split", "model", "capture", "probe", "scoring", "diagnosis")  # + the top-level workdir
+RUN_SECTIONS = ("data", "split", "model", "mesh", "capture", "probe", "scoring", "diagnosis")  # + workdir
 OPEN_SECTIONS = ("probe",)  # checked by ProbeSettings, which owns the probe section's keys and ranges
 
 

@@ -18,14 +18,18 @@ import pandas as pd
 from jaxprobe.config import apply_override, changed_keys, config_from_dict, load_config, validate_config
 from jaxprobe.errors import ConfigError
 from jaxprobe.features import META_FILE
-from jaxprobe.manifest import STAGE_SECTIONS, read_manifest, record_stage, settings_hash
+from jaxprobe.manifest import read_manifest, record_stage, settings_hash
 from jaxprobe.parallel import is_primary
 from jaxprobe.probes.run import run_probes, settings_from_config
 from jaxprobe.report.write import report_workdir
 from jaxprobe.scoring.run import score_workdir
 from jaxprobe.workdir import FEATURES_DIR, PROBES_FILE, REPORT_FILE, SCORES_FILE
 
-EARLIER_STAGES = {"probe": ("extract",), "score": ("extract", "probe")}
+# Config sections a standalone stage must share with what is already in the work directory: the features depend
+# on data, model and capture; the store's split column is written by extraction (so a standalone `probe` cannot
+# change the split: `run` re-labels the store); the probes depend on the probe section.
+FIXED_SECTIONS = {"probe": ("data", "model", "capture", "split"), "score": ("data", "model", "capture", "split",
+                                                                           "probe")}
 FALLBACK_CONFIG = "demo"  # for a work directory without a manifest (a feature store made outside jaxprobe)
 
 
@@ -59,12 +63,12 @@ def check_earlier_stages(workdir: Path, config: ml_collections.ConfigDict, stage
     recorded = read_manifest(workdir).get("config")
     if recorded is None:
         return
-    sections = tuple(dict.fromkeys(s for earlier in EARLIER_STAGES[stage] for s in STAGE_SECTIONS[earlier]))
-    changed = changed_keys(config, recorded, sections)
+    changed = changed_keys(config, recorded, FIXED_SECTIONS[stage])
     if changed:
         raise ConfigError(f"{workdir}'s earlier stages were made with other values of {changed[:8]}; `jaxprobe "
                           f"{stage}` would mix outputs of two configs. Leave those keys as recorded (drop --config "
-                          "and those --set), or rerun everything with `jaxprobe run` in a new work directory")
+                          "and those --set), or use `jaxprobe run` with the new config (a new work directory for new "
+                          "data, model or capture settings)")
 
 
 def probe_stage(workdir: Path, config: ml_collections.ConfigDict) -> pd.DataFrame:

@@ -47,7 +47,8 @@ def _always_d_scores(tmp_path):
     scores = score_run(probes, index, ScoreSettings(resamples=50), ["A", "B", "C", "D"])
     write_scores(tmp_path / "scores.json", scores)
     config = load_config("demo", ["model.checkpoint=Qwen/Qwen2.5-VL-7B-Instruct", "model.revision=abc123"])
-    extract = {"revision": "abc123def", "prompt": "Which of the following best describes this medical image?",
+    extract = {"revision": "abc123def", "family": "qwen_vl",
+               "prompt": "Which of the following best describes this medical image?",
                "skipped": [{"id": "benign/broken.png", "reason": "OSError: truncated"}]}
     (tmp_path / "manifest.json").write_text(json.dumps({"config": config.to_dict(), "stages": {"extract": extract}}))
 
@@ -59,7 +60,7 @@ def test_report_tells_a_reader_what_was_analysed_and_what_it_means(tmp_path):
 
     _always_d_scores(tmp_path)
     page = report_workdir(tmp_path).read_text()
-    for text in ("synthetic_lesions (small)", "Qwen/Qwen2.5-VL-7B-Instruct (qwen2_5_vl, float32)", "abc123def",
+    for text in ("synthetic_lesions (small)", "Qwen/Qwen2.5-VL-7B-Instruct (qwen_vl family, float32)", "abc123def",
                  "grouped (seed 0)", "40 (chance = majority-class rate 0.250)", "benign/broken.png: OSError",
                  "Which of the following best describes this medical image?", "Images per split and class",
                  FHS_SENTENCE, *EXPLANATIONS.values(), "AUROC", "0.912", "recall A", "0.733", "perm. p",

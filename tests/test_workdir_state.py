@@ -76,6 +76,8 @@ def test_a_config_the_features_were_not_made_with_is_refused(tmp_path, capsys):
     assert "other values of ['capture.image_size']" in err and "Traceback" not in err
     assert main(["probe", str(tmp_path), "--set", "data.config=default"]) == 2
     assert "['data.config']" in capsys.readouterr().err
+    assert main(["probe", str(tmp_path), "--set", "split.seed=3"]) == 2  # the store's split column is extract's
+    assert "['split.seed']" in capsys.readouterr().err
     assert not (tmp_path / "probes.parquet").exists() and (tmp_path / "manifest.json").read_text() == before
     assert main(["probe", str(tmp_path)]) == 0
     assert main(["score", str(tmp_path), "--set", "probe.bootstrap=10"]) == 2  # probes were made with 50

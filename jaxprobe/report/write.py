@@ -32,9 +32,9 @@ def run_facts(workdir: Path) -> RunFacts:
     if data.get("manual_dir"):
         dataset += f" from {data['manual_dir']}"
     revision = extract.get("revision") or model.get("revision") or "none pinned"
+    family = extract.get("family") or model.get("family") or "?"
     facts = {"dataset": dataset,
-             "model": f"{model.get('checkpoint', html.NOT_RECORDED)} ({model.get('family', '?')}, "
-                      f"{model.get('dtype', '?')})",
+             "model": f"{model.get('checkpoint', html.NOT_RECORDED)} ({family} family, {model.get('dtype', '?')})",
              "revision": revision,
              "split": f"{config.get('split', {}).get('strategy', html.NOT_RECORDED)} (seed "
                       f"{config.get('split', {}).get('seed', '?')})"}
