@@ -205,5 +205,6 @@ def test_builds_into_one_data_dir_take_turns(tmp_path, capsys):
     assert holder.stdout.readline().strip() == "locked"
     summary = data.build("image_folder", fx.make_image_folder(tmp_path / "tree", False), data_dir, config="tree")
     assert holder.wait() == 0 and summary.counts == {"full": {"cyst": 3, "solid": 4}}
+    holder.stdout.close()
     waited = f"waiting for another jaxprobe process to finish with {data_dir} (pid {holder.pid}"
     assert waited in capsys.readouterr().out

@@ -148,6 +148,7 @@ def test_two_processes_on_one_workdir(tmp_path, capsys):
     finally:
         holder.kill()  # a killed holder releases the lock: the next command runs
         holder.wait()
+        holder.stdout.close()
     time.sleep(0.1)
     assert main(["probe", str(tmp_path), *_sets(FAST)]) == 0
     assert not (tmp_path / LOCK_FILE).exists()
