@@ -206,6 +206,14 @@ RULES: tuple[Rule, ...] = (
     Rule("capture.chunk_rows", "an integer >= 1", _int_at_least(1)),
     Rule("capture.feature_dtype", "one of " + ", ".join(FEATURE_DTYPES), _one_of(*FEATURE_DTYPES)),
     Rule("capture.question", "text containing {options} and no other {field}", _question),
+    Rule("capture.answer", "one of scores, generate, both", _one_of("scores", "generate", "both")),
+    Rule("capture.generate.max_new_tokens", "an integer >= 1", _int_at_least(1)),
+    Rule("capture.generate.temperature", "a number >= 0 (0: greedy)", _number_in(0, float("inf"))),
+    Rule("capture.generate.top_p", "a number in (0, 1]", _number_in(0, 1, low_open=True)),
+    Rule("capture.generate.seed", "an integer >= 0", _int_at_least(0)),
+    Rule("capture.option_orders", "an integer >= 1", _int_at_least(1)),
+    Rule("capture.paraphrases", "a tuple of question templates, each with {options} and no other {field}",
+         lambda v: isinstance(v, tuple | list) and all(_question(text) for text in v)),
     Rule("scoring.kind", "a probe kind, e.g. logistic", _text),
     Rule("scoring.fhs_lambda", "a number >= 0", _number_in(0, float("inf"))),
     Rule("diagnosis.reference_accuracy", "None or an accuracy in (0, 1]", _optional(_number_in(0, 1, low_open=True))),
@@ -242,6 +250,24 @@ def _cross_key_problems(config: ml_collections.ConfigDict) -> list[str]:
     return problems
 
 
+def _leaves(node: ml_collections.ConfigDict, prefix: str) -> list[str]:
+    """Dotted paths of every value under ``node`` (nested sections such as capture.generate included)."""
+    paths = []
+    for key in node.keys():
+        value = node[key]
+        paths += _leaves(value, f"{prefix}{key}.") if isinstance(value, ml_collections.ConfigDict) else [prefix + key]
+    return paths
+
+
+def _has(config: ml_collections.ConfigDict, key: str) -> bool:
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
 def _schema_problems(config: ml_collections.ConfigDict) -> list[str]:
     """Missing sections and keys, and keys no rule knows (a typo in a config file would run the default)."""
     problems = [f"section {section!r} is missing (configs/demo.py lists every section)"
@@ -249,14 +275,11 @@ def _schema_problems(config: ml_collections.ConfigDict) -> list[str]:
     if problems:
         return problems
     known = {rule.key for rule in RULES}
-    for rule in RULES:
-        *parents, leaf = rule.key.split(".")
-        if leaf not in (_lookup(config, ".".join(parents)) if parents else config):
-            problems.append(f"{rule.key} is missing: expected {rule.valid}")
+    problems += [f"{rule.key} is missing: expected {rule.valid}" for rule in RULES if not _has(config, rule.key)]
     for section in RUN_SECTIONS:
         if section in OPEN_SECTIONS or not isinstance(config[section], ml_collections.ConfigDict):
             continue
-        unknown = sorted(f"{section}.{key}" for key in config[section].keys() if f"{section}.{key}" not in known)
+        unknown = sorted(path for path in _leaves(config[section], section + ".") if path not in known)
         if unknown:
             valid = sorted(key for key in known if key.startswith(section + "."))
             problems.append(f"unknown keys {unknown}; {section} has {valid}")

@@ -81,6 +81,9 @@ def test_unsupported_family_stops_before_work(tmp_path):
         ("diagnosis.alpha=1.0", r"diagnosis.alpha=1.0: expected a significance level in \(0, 1\)"),
         ("diagnosis.min_test_images=0", r"diagnosis.min_test_images=0: expected an integer >= 1"),
         ("diagnosis.reference_accuracy=1.5", r"reference_accuracy=1.5: expected None or an accuracy in \(0, 1\]"),
+        ("capture.generate.top_p=0.0", r"capture.generate.top_p=0.0: expected a number in \(0, 1\]"),
+        ("capture.paraphrases=('Which?',)", r"capture.paraphrases=\('Which\?',\): expected a tuple of question"),
+        ("mesh.model=0", r"mesh.model=0: expected an integer >= 1"),
     ],
 )
 def test_out_of_range_values_are_refused_up_front(override, message):
@@ -101,6 +104,8 @@ def test_user_config_with_a_typo_or_missing_key_is_refused(tmp_path):
         load_config(_user_config(tmp_path, "config.capture.batchsize = 4"))
     with pytest.raises(ConfigError, match=r"capture.chunk_rows is missing: expected an integer >= 1"):
         load_config(_user_config(tmp_path, "del config.capture['chunk_rows']"))
+    with pytest.raises(ConfigError, match=r"unknown keys \['capture.generate.topp'\]"):
+        load_config(_user_config(tmp_path, "config.capture.generate.topp = 0.9"))
     with pytest.raises(ConfigError, match=r"section 'diagnosis' is missing"):
         load_config(_user_config(tmp_path, "del config['diagnosis']"))
     with pytest.raises(ConfigError, match=r"invalid probe section: .*fold"):
