@@ -67,7 +67,9 @@ def test_unsupported_family_stops_before_work(tmp_path):
     ("override", "message"),
     [
         ("capture.batch_size=0", r"capture.batch_size=0: expected an integer >= 1"),
-        ("capture.image_size=-3", r"capture.image_size=-3: expected an integer >= 1"),
+        ("capture.resolution=-3", r"capture.resolution=-3: expected an integer >= 1 \(pixels per side\) or 'native'"),
+        ("capture.resolution=natve", r"capture.resolution='natve': expected an integer >= 1"),
+        ("capture.bucket_step=0", r"capture.bucket_step=0: expected an integer >= 1"),
         ("workdir=''", r"workdir='': expected a non-empty directory path"),
         ("split.test_fraction=1.5", r"split.test_fraction=1.5: expected a number in \(0, 1\)"),
         ("split.val_fraction=0.8", r"val_fraction \+ split.test_fraction = 1 .*expected a sum < 1"),

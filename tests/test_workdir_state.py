@@ -22,7 +22,7 @@ from jaxprobe.workdir import LOCK_FILE
 ALL_SITES = ["vision.layer_00", "vision.layer_01", "connector.output", "llm.layer_00.image_mean",
              "llm.layer_00.last_token", "llm.layer_01.image_mean", "llm.layer_01.last_token"]
 FAST = ["probe.folds=3", "probe.permutations=3", "probe.bootstrap=50", "probe.logistic_lambdas=(1.0, 0.01)",
-        "probe.ridge_lambdas=(100.0, 1.0)", "capture.image_size=32"]
+        "probe.ridge_lambdas=(100.0, 1.0)", "capture.resolution=32"]
 
 
 def _store(path, sites=ALL_SITES, n: int = 60, answers: bool = True) -> None:
@@ -71,9 +71,9 @@ def test_standalone_probe_and_score_use_the_workdirs_config_and_record_their_sta
 def test_a_config_the_features_were_not_made_with_is_refused(tmp_path, capsys):
     _as_if_extracted(tmp_path, FAST)
     before = (tmp_path / "manifest.json").read_text()
-    assert main(["probe", str(tmp_path), "--config", "demo"]) == 2  # demo's capture.image_size is 64, not 32
+    assert main(["probe", str(tmp_path), "--config", "demo"]) == 2  # demo's capture.resolution is 64, not 32
     err = capsys.readouterr().err
-    assert "other values of ['capture.image_size']" in err and "Traceback" not in err
+    assert "other values of ['capture.resolution']" in err and "Traceback" not in err
     assert main(["probe", str(tmp_path), "--set", "data.config=default"]) == 2
     assert "['data.config']" in capsys.readouterr().err
     assert main(["probe", str(tmp_path), "--set", "split.seed=3"]) == 2  # the store's split column is extract's
