@@ -56,7 +56,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"{number:3d}  {name}")
         return 0
     pick_cells(sweep_cells(args.config_list), args.cell)  # a bad --cell is refused before any work
-    results = run_sweep(args.config_list, args.set, args.cell, args.status_dir, run_all)
+    def run_locked(config):  # one writer per cell's work directory, as for `run`
+        with _workdir_lock(config.workdir, f"sweep {args.config_list}"):
+            return run_all(config)
+
+    results = run_sweep(args.config_list, args.set, args.cell, args.status_dir, run_locked)
     failed = [name for name, entry in results.items() if entry["status"] != "done"]
     print(f"\n{len(results) - len(failed)} of {len(results)} cells done" + (f"; failed: {', '.join(failed)}"
                                                                               if failed else ""))
@@ -66,20 +70,30 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_extract(args: argparse.Namespace) -> None:
     from jaxprobe.capture.extract import run_extract
     from jaxprobe.config import load_config
+    config = load_config(args.config, args.set)
+    with _workdir_lock(config.workdir, f"extract {args.config}"):
+        print(f"features written to {run_extract(config)}")
+
+
+def _workdir_lock(workdir: str, command: str):
+    """The work directory's lock, held by the process that writes files (process 0 of a multi-process job: the
+    others work on the same directory as part of the same run)."""
+    import contextlib
+
+    import jax
+
     from jaxprobe.workdir import directory_lock
 
-    config = load_config(args.config, args.set)
-    with directory_lock(config.workdir, f"extract {args.config}"):
-        print(f"features written to {run_extract(config)}")
+    if jax.distributed.is_initialized() and jax.process_index() != 0:
+        return contextlib.nullcontext()
+    return directory_lock(workdir, command)
 
 
 def _run_config(name: str, overrides: list[str], command: str) -> None:
     from jaxprobe.config import load_config
     from jaxprobe.run import run_all
-    from jaxprobe.workdir import directory_lock
-
     config = load_config(name, overrides)
-    with directory_lock(config.workdir, command):
+    with _workdir_lock(config.workdir, command):
         report = run_all(config)
     scores = json.loads((report.parent / "scores.json").read_text())
     print("\n" + json.dumps(scores["profile"], indent=1))
