@@ -76,11 +76,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.scoring = ml_collections.ConfigDict()
     config.scoring.kind = "logistic"  # which probe kind's curve the scores and report are built from
     config.scoring.fhs_lambda = 0.2  # PAPER.md's volatility weight
-    config.diagnosis = ml_collections.ConfigDict()
+    config.diagnosis = ml_collections.ConfigDict()  # when a failure mode is flagged (jaxprobe.scoring.diagnosis)
     config.diagnosis.reference_accuracy = ml_collections.config_dict.placeholder(float)  # e.g. a CNN on this split
-    config.diagnosis.vision_min_accuracy = 0.75
-    config.diagnosis.vision_margin = 0.02
-    config.diagnosis.connector_drop = 0.02
-    config.diagnosis.llm_drop = 0.03
-    config.diagnosis.answer_gap = 0.03
+    config.diagnosis.vision_min_skill = 0.5  # without a reference: share of the way from chance to 100% accuracy
+    config.diagnosis.vision_margin = 0.02  # with a reference: how far below it still counts as on par
+    config.diagnosis.connector_drop = 0.02  # accuracy lost from the connector's vision input to its output
+    config.diagnosis.llm_drop = 0.03  # accuracy lost from the LLM's input to its weakest image-token layer
+    config.diagnosis.answer_gap = 0.03  # difference between the answer and the last-layer probe
+    config.diagnosis.min_test_images = 30  # fewer test images: every verdict is inconclusive
+    config.diagnosis.alpha = 0.05  # significance level of the permutation test against chance
     return config

@@ -18,7 +18,7 @@ DEMO_CONFIG = "demo"
 def cmd_data_build(args: argparse.Namespace) -> None:
     from jaxprobe import data
 
-    summary = data.build(args.name, args.manual_dir, args.data_dir, args.config)
+    summary = data.build(args.name, args.manual_dir, args.data_dir, args.config, rebuild=args.rebuild)
     print(summary.table())
 
 
@@ -40,11 +40,11 @@ def cmd_data_list(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     overrides = list(args.set) + ([f"workdir={args.workdir}"] if args.workdir else [])
-    _run_config(DEMO_CONFIG, overrides)
+    _run_config(DEMO_CONFIG, overrides, "demo")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    _run_config(args.config, args.set)
+    _run_config(args.config, args.set, f"run {args.config}")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -56,7 +56,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"{number:3d}  {name}")
         return 0
     pick_cells(sweep_cells(args.config_list), args.cell)  # a bad --cell is refused before any work
-    results = run_sweep(args.config_list, args.set, args.cell, args.status_dir, run_all)
+    def run_locked(config):  # one writer per cell's work directory, as for `run`
+        with _workdir_lock(config.workdir, f"sweep {args.config_list}"):
+            return run_all(config)
+
+    results = run_sweep(args.config_list, args.set, args.cell, args.status_dir, run_locked)
     failed = [name for name, entry in results.items() if entry["status"] != "done"]
     print(f"\n{len(results) - len(failed)} of {len(results)} cells done" + (f"; failed: {', '.join(failed)}"
                                                                               if failed else ""))
@@ -66,48 +70,102 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_extract(args: argparse.Namespace) -> None:
     from jaxprobe.capture.extract import run_extract
     from jaxprobe.config import load_config
+    config = load_config(args.config, args.set)
+    with _workdir_lock(config.workdir, f"extract {args.config}"):
+        print(f"features written to {run_extract(config)}")
 
-    print(f"features written to {run_extract(load_config(args.config, args.set))}")
+
+def _workdir_lock(workdir: str, command: str):
+    """The work directory's lock, held by the process that writes files (process 0 of a multi-process job: the
+    others work on the same directory as part of the same run)."""
+    import contextlib
+
+    import jax
+
+    from jaxprobe.workdir import directory_lock
+
+    if jax.distributed.is_initialized() and jax.process_index() != 0:
+        return contextlib.nullcontext()
+    return directory_lock(workdir, command)
 
 
-def _run_config(name: str, overrides: list[str]) -> None:
+def _run_config(name: str, overrides: list[str], command: str) -> None:
     from jaxprobe.config import load_config
     from jaxprobe.run import run_all
-
     config = load_config(name, overrides)
-    report = run_all(config)
+    with _workdir_lock(config.workdir, command):
+        report = run_all(config)
     scores = json.loads((report.parent / "scores.json").read_text())
     print("\n" + json.dumps(scores["profile"], indent=1))
     print(f"\nreport: {report}")
 
 
-def cmd_probe(args: argparse.Namespace) -> None:
-    from jaxprobe.config import load_config
-    from jaxprobe.probes.run import run_probes, settings_from_config
-    from jaxprobe.workdir import PROBES_FILE
+def _stage_config(args: argparse.Namespace, stage: str):
+    """The config of a standalone stage (the work directory's own unless --config), checked against the
+    settings the earlier stages were made with."""
+    from jaxprobe.errors import FeatureError
+    from jaxprobe.run import check_earlier_stages, workdir_config
 
-    config = load_config(args.config, args.set)
-    rows = run_probes(args.workdir, settings_from_config(config.probe))
+    if not Path(args.workdir).is_dir():
+        raise FeatureError(f"no work directory {args.workdir}; `jaxprobe run CONFIG` (or `extract`) makes one")
+    config = workdir_config(args.workdir, args.config, args.set)
+    check_earlier_stages(Path(args.workdir), config, stage)
+    return config
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    from jaxprobe.run import probe_stage
+    from jaxprobe.workdir import PROBES_FILE, directory_lock
+
+    config = _stage_config(args, "probe")
+    with directory_lock(args.workdir, "probe"):
+        rows = probe_stage(Path(args.workdir), config)
     chosen = rows[rows.selected].pivot_table(index="site", columns="kind", values="accuracy", sort=False)
     print(chosen.round(3).to_string())
     print(f"\n{len(rows)} probe rows written to {Path(args.workdir) / PROBES_FILE}")
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    from jaxprobe.config import load_config
-    from jaxprobe.report.write import report_workdir
-    from jaxprobe.scoring.run import score_workdir
+    from jaxprobe.run import score_stage
+    from jaxprobe.workdir import directory_lock
 
-    score_workdir(args.workdir, load_config(args.config, args.set))
-    report = report_workdir(args.workdir)
+    config = _stage_config(args, "score")
+    with directory_lock(args.workdir, "score"):
+        report = score_stage(Path(args.workdir), config)
     print(f"report written to {report}")
 
 
 def cmd_tiny_checkpoint(args: argparse.Namespace) -> None:
+    """Write a tiny checkpoint; a non-empty target is refused, and --force replaces only a checkpoint."""
+    import shutil
+    import tempfile
+
+    from jaxprobe.errors import CheckpointError
     from jaxprobe.families.registry import family_for_model_type
 
-    out = family_for_model_type(args.model_type).tiny_checkpoint(Path(args.out), args.model_type, args.seed)
-    print(f"tiny {args.model_type} checkpoint written to {out}")
+    family = family_for_model_type(args.model_type)
+
+    out = Path(args.out)
+    occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
+    if occupied and not args.force:
+        raise CheckpointError(f"{out} already exists and is not empty; choose a new directory, or pass --force to "
+                              "replace the checkpoint in it")
+    if occupied and not (out / "config.json").is_file():
+        raise CheckpointError(f"{out} is not empty and holds no checkpoint (no config.json); --force replaces only a "
+                              "checkpoint: choose a new or empty directory")
+    if not occupied:
+        path = family.tiny_checkpoint(out, args.model_type, args.seed)
+    else:  # write beside it, then swap, so a failed write leaves the old checkpoint in place
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            family.tiny_checkpoint(staging, args.model_type, args.seed)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        shutil.rmtree(out)
+        staging.rename(out)
+        path = out
+    print(f"tiny {args.model_type} checkpoint written to {path}")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -141,7 +199,8 @@ def cmd_parity(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> None:
     from jaxprobe.report.compare import compare_runs
 
-    print(f"comparison written to {compare_runs(args.workdirs, args.out)}")
+    page = compare_runs(args.workdirs, args.out, log=lambda message: print(message, file=sys.stderr))
+    print(f"comparison written to {page}")
 
 
 def _add_model_commands(commands: argparse._SubParsersAction) -> None:
@@ -161,6 +220,7 @@ def _add_model_commands(commands: argparse._SubParsersAction) -> None:
     tiny.add_argument("model_type", choices=supported_model_types(), help="config.json model_type to write")
     tiny.add_argument("--out", required=True, help="output directory")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--force", action="store_true", help="replace the checkpoint already in --out")
     tiny.set_defaults(func=cmd_tiny_checkpoint)
     models = commands.add_parser("models", help="supported model families, their model_types and study models")
     models.add_argument("--json", action="store_true", help="print the table as JSON")
@@ -178,6 +238,8 @@ def _add_data_commands(commands: argparse._SubParsersAction) -> None:
         sub.add_argument("--data-dir", help="where prepared datasets live (default $JAXPROBE_DATA_DIR or "
                                             "~/jaxprobe_datasets)")
     build.add_argument("--manual-dir", help="folder holding the unpacked public download")
+    build.add_argument("--rebuild", action="store_true", help="replace an already prepared copy (e.g. after the "
+                                                               "download changed)")
     build.set_defaults(func=cmd_data_build)
     info.add_argument("--json", action="store_true", help="print {split: {class: count}, groups, skipped} as JSON")
     info.set_defaults(func=cmd_data_info)
@@ -218,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, help_text, needs in stages:
         stage = commands.add_parser(name, help=help_text)
         stage.add_argument("workdir", help=f"work directory holding {needs}")
-        stage.add_argument("--config", default=DEMO_CONFIG, help="config file or name (default: demo)")
+        stage.add_argument("--config", help="config file or name (default: the work directory's own, from its "
+                                            "manifest.json)")
         _add_overrides(stage)
         stage.set_defaults(func=func)
     _add_model_commands(commands)

@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 
+from jaxprobe.errors import ConfigError
 from jaxprobe.workdir import MANIFEST_FILE
 
 PACKAGES = ("jaxprobe", "jax", "flax", "optax", "transformers", "tensorflow-datasets", "numpy")
@@ -39,8 +40,18 @@ def versions() -> dict[str, str]:
 
 
 def read_manifest(workdir: str | Path) -> dict[str, Any]:
+    """The manifest as a dict ({} when there is none); a damaged one is a one-line error, not a traceback."""
     path = Path(workdir) / MANIFEST_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path} is damaged ({error}); move it aside (the stages then rerun and rewrite "
+                          "it)") from error
+    if not isinstance(manifest, dict):
+        raise ConfigError(f"{path} is not a JSON object; move it aside (the stages then rerun and rewrite it)")
+    return manifest
 
 
 def record_stage(workdir: str | Path, stage: str, config_dict: dict, payload: dict[str, Any]) -> None:

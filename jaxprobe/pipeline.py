@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import ml_collections
@@ -28,7 +29,12 @@ class PreparedData:
 
 
 def data_dir_of(config: ml_collections.ConfigDict) -> Path:
-    return Path(config.data.data_dir or Path(config.workdir) / "datasets")
+    """``data.data_dir`` if set, else ``$JAXPROBE_DATA_DIR`` (as for `jaxprobe data build`), else <workdir>/datasets."""
+    if config.data.data_dir:
+        return Path(config.data.data_dir).expanduser()
+    if os.environ.get(data.DATA_DIR_ENV):
+        return data.default_data_dir()
+    return Path(config.workdir) / "datasets"
 
 
 def prepare_data(config: ml_collections.ConfigDict) -> PreparedData:
@@ -36,9 +42,8 @@ def prepare_data(config: ml_collections.ConfigDict) -> PreparedData:
     splits.check_strategy(config.split.strategy, config.split.val_fraction, config.split.test_fraction)
     summary = data.build(config.data.name, config.data.manual_dir, data_dir_of(config), config.data.config)
     index = data.read_index(data.prepared_builder(config.data.name, data_dir_of(config), config.data.config))
-    assignment = splits.make_split(
-        index, config.split.strategy, config.split.val_fraction, config.split.test_fraction, config.split.seed
-    )
+    assignment = splits.make_split(index, config.split.strategy, config.split.val_fraction,
+                                   config.split.test_fraction, config.split.seed, summary.class_names)
     workdir = Path(config.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     record = {name: index.id.iloc[rows].tolist() for name, rows in assignment.items()}

@@ -8,7 +8,7 @@ import pytest
 
 from jaxprobe.capture.answering import AnswerSettings, score_columns, variants
 from jaxprobe.capture.forward import ForwardOutput
-from jaxprobe.config import load_config
+from jaxprobe.config import apply_override, find_config, load_config, load_config_file
 from jaxprobe.errors import ConfigError
 
 
@@ -36,8 +36,11 @@ def test_scores_of_a_permuted_prompt_return_to_class_order():
     ("generate.max_new_tokens", "0", "max_new_tokens"),
 ])
 def test_bad_answer_settings_are_refused_with_the_range(key, value, named):
-    config = load_config("demo", [f"capture.{key}={value}"])
-    with pytest.raises(ConfigError, match=named):
+    with pytest.raises(ConfigError, match=named):  # up front, by the config's rules
+        load_config("demo", [f"capture.{key}={value}"])
+    config = load_config_file(find_config("demo"))
+    apply_override(config, f"capture.{key}={value}")
+    with pytest.raises(ConfigError, match=named):  # and by AnswerSettings itself
         AnswerSettings.from_config(config.capture)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from jaxprobe.scoring.diagnosis import Thresholds
 from jaxprobe.scoring.fhs import module_health
-from jaxprobe.scoring.profile import score_run
+from jaxprobe.scoring.profile import ScoreSettings, score_run
 from tests.test_diagnosis import HEALTHY, _probe_rows
 
 
@@ -26,15 +26,21 @@ def _index() -> pd.DataFrame:
 
 def test_profile_and_answer():
     probes = _probe_rows({k: v for k, v in HEALTHY.items() if k != "answer"})
-    scores = score_run(probes, _index(), "logistic", Thresholds(), resamples=200)
+    settings = ScoreSettings("logistic", Thresholds(min_test_images=20), resamples=200)
+    scores = score_run(probes, _index(), settings, ["no", "yes"])
     assert scores["profile"]["final"] == pytest.approx(14 / 20)
     assert scores["profile"]["vision"] == pytest.approx(module_health(HEALTHY["vision"]).fhs)
     assert scores["profile"]["connector"] == pytest.approx(0.90)
     assert scores["retention"]["vision_to_connector"] == pytest.approx(1.0)
     assert scores["calibration"]["confident_answers"] == 3 and scores["calibration"]["confident_wrong_rate"] == 1.0
-    flagged = {v["mode"]: v["flagged"] for v in scores["diagnosis"]}
-    assert flagged["semantic-mapping misalignment"] and not flagged["connector projection fidelity"]
+    status = {v["mode"]: v["status"] for v in scores["diagnosis"]}
+    assert status["semantic-mapping misalignment"] == "inconclusive"  # 14/20 vs 0.90: not separable on 20 images
+    assert status["connector projection fidelity"] == "not flagged"
     assert scores["curve"][-1]["site"] == "answer"
+    assert scores["test"] == {"size": 20, "chance": 0.5, "level": 0.95}
+    assert scores["split_counts"] == {"test": {"no": 10, "yes": 10}, "train": {"no": 10, "yes": 10}}
+    assert scores["answer"]["confusion"] == [[7, 3], [3, 7]] and scores["answer"]["recall"] == {"no": 0.7, "yes": 0.7}
+    assert scores["missing_modules"] == [] and scores["unplaced_sites"] == []
     json.dumps(scores)  # everything is JSON-serialisable for scores.json
 
 

@@ -91,5 +91,5 @@ def test_bad_split_requests_are_explained():
         splits.make_split(index, "stratified", 0.5, 0.6, seed=0)
     tiny = index[index.label != 2].copy()
     tiny.loc[tiny.index[0], "label"] = 2  # one lonely sample of class 2
-    with pytest.raises(DatasetError, match="fewer than"):
+    with pytest.raises(DatasetError, match="class 2 has 1 images; each class needs at least 3 images"):
         splits.make_split(tiny, "stratified", 0.1, 0.2, seed=0)

@@ -18,8 +18,9 @@ from typing import Any
 import pandas as pd
 import tensorflow_datasets as tfds
 
-from jaxprobe.data import builders, synthetic
+from jaxprobe.data import builders, sources, synthetic
 from jaxprobe.errors import DatasetError
+from jaxprobe.workdir import directory_lock
 
 DATA_DIR_ENV = "JAXPROBE_DATA_DIR"
 DEFAULT_DATA_DIR = "~/jaxprobe_datasets"
@@ -95,14 +96,45 @@ def _remove_incomplete(builder: builders.LayoutBuilder) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
+def _build_command(builder: builders.LayoutBuilder, manual: Path, config: Any) -> str:
+    config_flag = f" --config {config}" if isinstance(config, str) else ""
+    return (f"jaxprobe data build {builder.name}{config_flag} --manual-dir {manual} "
+            f"--data-dir {builder.data_dir_root} --rebuild")
+
+
+def check_source_unchanged(builder: builders.LayoutBuilder, manual: Path, config: Any) -> None:
+    """Refuse a prepared dataset whose manual download changed since it was built (stale data is worse than none)."""
+    recorded = tfds.builder_from_directory(builder.data_dir).info.metadata.get(sources.SOURCE_KEY)
+    rebuild = _build_command(builder, manual, config)
+    if recorded is None:
+        raise DatasetError(f"{builder.name} in {builder.data_dir} was built without a record of its source files "
+                           f"(by an older jaxprobe), so a changed download cannot be detected; rebuild it: {rebuild}")
+    changes = sources.compare(recorded, sources.input_files(builder.read_layout(manual)), manual)
+    if changes:
+        raise DatasetError(f"{builder.name} in {builder.data_dir} was built from {recorded['root']}, but the source "
+                           f"files in {manual} differ: {changes.describe()}. Rebuild it ({rebuild}; features "
+                           "extracted from the old build then need a new work directory) or set a new data dir")
+
+
 def build(name: str, manual_dir: str | Path | None = None, data_dir: str | Path | None = None,
-          config: Any = None) -> DatasetSummary:
-    """Prepare ``name`` (a no-op if already complete) and return its summary; rerun after an interruption."""
-    builder = make_builder(name, data_dir, config)
-    manual = _check_manual_dir(builder, manual_dir)
-    _remove_incomplete(builder)
-    download_config = tfds.download.DownloadConfig(manual_dir=manual, try_download_gcs=False)
-    builder.download_and_prepare(download_config=download_config, file_format=FILE_FORMAT)
+          config: Any = None, rebuild: bool = False) -> DatasetSummary:
+    """Prepare ``name`` and return its summary; rerun after an interruption.
+
+    An already prepared dataset is reused only if its manual download is unchanged (``jaxprobe.data.sources``);
+    ``rebuild`` replaces it instead. Builds into one data dir take turns (a lock on it), so two runs sharing
+    ``$JAXPROBE_DATA_DIR`` never remove each other's half-written files.
+    """
+    manual = _check_manual_dir(make_builder(name, data_dir, config), manual_dir)
+    with directory_lock(Path(data_dir or default_data_dir()).expanduser(), f"data build {name}", wait=True):
+        builder = make_builder(name, data_dir, config)  # made under the lock: sees what a previous holder built
+        if builder.is_prepared() and rebuild:
+            shutil.rmtree(builder.data_dir)
+            builder = make_builder(name, data_dir, config)
+        elif builder.is_prepared() and manual is not None:
+            check_source_unchanged(builder, manual, config)
+        _remove_incomplete(builder)
+        download_config = tfds.download.DownloadConfig(manual_dir=manual, try_download_gcs=False)
+        builder.download_and_prepare(download_config=download_config, file_format=FILE_FORMAT)
     return summarize(builder)
 
 
@@ -135,6 +167,7 @@ class DatasetSummary:
     counts: dict[str, dict[str, int]]
     groups: int
     skipped: list[dict[str, str]]
+    source_digest: str | None = None  # names + contents of the manual download (None: generated, e.g. synthetic)
 
     def to_json(self) -> dict[str, Any]:
         return {**self.counts, "groups": self.groups, "skipped": self.skipped}
@@ -157,7 +190,9 @@ def summarize(builder: tfds.core.DatasetBuilder) -> DatasetSummary:
         for split, rows in index.groupby("split", sort=False)
     }
     skipped = list(builder.info.metadata.get("skipped", []))
-    return DatasetSummary(builder.name, names, counts, int(index.group.nunique()), skipped)
+    record = builder.info.metadata.get(sources.SOURCE_KEY)
+    digest = sources.content_digest(record) if record is not None else None
+    return DatasetSummary(builder.name, names, counts, int(index.group.nunique()), skipped, digest)
 
 
 def info(name: str, data_dir: str | Path | None = None, config: Any = None) -> DatasetSummary:

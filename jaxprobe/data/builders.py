@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from jaxprobe.data import layouts, medmnist, synthetic
+from jaxprobe.data import layouts, medmnist, sources, synthetic
 from jaxprobe.data.samples import Layout, Sample, UnreadableImageError, read_rgb
 
 VERSION = tfds.core.Version("1.0.0")
@@ -59,6 +59,8 @@ class LayoutBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         if self.class_names() is None:
             self.info.features["label"].names = layout.class_names
         self.info.metadata["skipped"] = list(layout.skipped)
+        if manual_dir is not None:  # written with the dataset, atomically: a prepared dataset always has it
+            self.info.metadata[sources.SOURCE_KEY] = sources.describe(sources.input_files(layout), manual_dir)
         return {split: self._generate_examples(samples) for split, samples in layout.splits.items()}
 
     def _generate_examples(self, samples: list[Sample]):

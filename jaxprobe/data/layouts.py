@@ -89,13 +89,14 @@ def covid_ct_layout(manual_dir: Path) -> Layout:
     if not (root / "Data-split").is_dir():
         return Layout(COVID_CLASSES, {FULL_SPLIT: [s for samples in by_class for s in samples]})
     splits: dict[str, list[Sample]] = {}
-    skipped = []
+    skipped, list_files = [], []
     for name, samples in zip(COVID_CLASSES, by_class, strict=True):
         by_file = {Path(s.id).name: s for s in samples}
         for split in OFFICIAL_SPLITS:
             list_file = root / "Data-split" / COVID_LIST_DIRS[name] / f"{split}{name}.txt"
             if not list_file.is_file():
                 raise DatasetError(f"official split list {list_file} is missing; {_listing(list_file.parent)}")
+            list_files.append(list_file)
             for file_name in _read_split_list(list_file):
                 sample = by_file.pop(file_name, None)
                 if sample is None:
@@ -104,7 +105,7 @@ def covid_ct_layout(manual_dir: Path) -> Layout:
                     splits.setdefault(split, []).append(sample)
         if by_file:
             splits.setdefault("unlisted", []).extend(by_file.values())
-    return Layout(COVID_CLASSES, splits, skipped)
+    return Layout(COVID_CLASSES, splits, skipped, list_files)
 
 
 def chest_xray_patient(path: Path) -> str:
@@ -138,24 +139,66 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in IGNORED_DIRS)
 
 
+# Folder names that make the first level of an image_folder tree a split (any case) -> the split they become.
+IMAGE_FOLDER_SPLITS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+IMAGE_FOLDER_LAYOUT = ("<root>/<class>/<image>, <root>/<class>/<patient>/<image>, or either under "
+                       "<root>/<split>/ with <split> one of " + ", ".join(IMAGE_FOLDER_SPLITS))
+
+
+def _patient_images(folder: Path) -> list[Path]:
+    """Every image under a patient folder, at any depth."""
+    return sorted(p for p in folder.rglob("*") if is_image_file(p))
+
+
+def _class_folder_samples(root: Path, folder: Path, label: int) -> list[Sample]:
+    """``<class>/<image>`` (each image its own group) or ``<class>/<patient>/<image>`` (the patient is the group)."""
+    patients = [sub for sub in _subdirs(folder) if _patient_images(sub)]
+    if not patients:
+        return _class_samples(root, folder, label)
+    loose = _images_in(folder)
+    if loose:
+        raise DatasetError(f"class folder {folder} holds {len(loose)} images and {len(patients)} sub-folders with "
+                           "images; detected layout <root>/<class>/<patient>/<image>, which needs every image in a "
+                           f"patient folder: move {loose[0].name} and the other loose images into one")
+    return [Sample(path, label, path.relative_to(root).as_posix(), patient.name)
+            for patient in patients for path in _patient_images(patient)]
+
+
+def _image_folder_splits(manual_dir: Path, top: list[Path]) -> dict[str, list[Path]]:
+    """split name -> class folders; ``{"full": top}`` when the first level holds classes."""
+    named = [folder for folder in top if folder.name.lower() in IMAGE_FOLDER_SPLITS]
+    if not named:
+        return {FULL_SPLIT: top}
+    others = [folder.name for folder in top if folder not in named]
+    if others:
+        raise DatasetError(f"{manual_dir} mixes split folders {[f.name for f in named]} with other folders {others}: "
+                           "it is neither <root>/<class>/... nor <root>/<split>/<class>/...; expected "
+                           f"{IMAGE_FOLDER_LAYOUT}. Move the other folders into a split, or the splits' classes up")
+    splits: dict[str, list[Path]] = {}
+    for folder in named:
+        split = IMAGE_FOLDER_SPLITS[folder.name.lower()]
+        if split in splits:
+            raise DatasetError(f"{manual_dir} has two folders for the {split!r} split ({folder.name} and another); "
+                               "keep one")
+        if _images_in(folder):
+            raise DatasetError(f"split folder {folder} holds images directly; detected layout <root>/<split>/<class>/"
+                               "<image>, so its images belong in class folders")
+        splits[split] = _subdirs(folder)
+    return splits
+
+
 def image_folder_layout(manual_dir: Path) -> Layout:
-    """``root/<class>/*`` (one split) or ``root/<split>/<class>/*``; class names sorted alphabetically."""
-    expected = "<root>/<class>/<image> or <root>/<split>/<class>/<image>"
+    """Class folders, optionally under split folders (only ``train``, ``val``, ``validation``, ``test`` are
+    splits) and optionally holding one folder per patient (the sample's ``group``); classes sorted by name."""
     top = _subdirs(manual_dir) if manual_dir.is_dir() else []
     if not top:
-        raise DatasetError(f"expected {expected}; {_listing(manual_dir)}")
-    if any(_images_in(folder) for folder in top):
-        names = [folder.name for folder in top]
-        samples = [s for k, folder in enumerate(top) for s in _class_samples(manual_dir, folder, k)]
-        return Layout(names, {FULL_SPLIT: samples})
-    names = sorted({sub.name for folder in top for sub in _subdirs(folder)})
+        raise DatasetError(f"expected {IMAGE_FOLDER_LAYOUT}; {_listing(manual_dir)}")
+    class_folders = _image_folder_splits(manual_dir, top)
+    names = sorted({folder.name for folders in class_folders.values() for folder in folders})
     if not names:
-        raise DatasetError(f"expected {expected}, but no folder under {manual_dir} holds images")
-    splits = {}
-    for folder in top:
-        if not re.fullmatch(r"\w+", folder.name) or folder.name == "all":
-            raise DatasetError(f"split folder {folder} needs a name of letters, digits or _, other than 'all'")
-        splits[folder.name] = [
-            s for sub in _subdirs(folder) for s in _class_samples(manual_dir, sub, names.index(sub.name))
-        ]
+        raise DatasetError(f"expected {IMAGE_FOLDER_LAYOUT}, but the split folders under {manual_dir} hold no "
+                           "class folders")
+    splits = {split: [sample for folder in folders
+                      for sample in _class_folder_samples(manual_dir, folder, names.index(folder.name))]
+              for split, folders in class_folders.items()}
     return Layout(names, splits)

@@ -50,4 +50,4 @@ def medmnist_layout(manual_dir: Path, flag: str, size: int) -> Layout:
             Sample(functools.partial(images.__getitem__, i), int(labels[i]), f"{split}/{i:06d}", f"{split}/{i:06d}")
             for i in range(len(labels))
         ]
-    return Layout(list(names), splits)
+    return Layout(list(names), splits, inputs=[path])

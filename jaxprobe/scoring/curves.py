@@ -1,7 +1,9 @@
 """From probe rows to the layer-wise curve of one probe kind, module by module.
 
 Site names (DESIGN.md) carry the module: ``vision.layer_07``, ``connector.output``,
-``llm.layer_12.image_mean``, ``llm.layer_12.last_token``; the zero-shot answer is the site ``answer``.
+``llm.layer_12.image_mean``, ``llm.layer_12.last_token``; the zero-shot answer is the site ``answer``. A store
+may hold only some modules (``capture.sites`` globs) or sites named otherwise (a user-made store): the curve
+keeps what it can place and says what it could not, so scoring reports the modules that are there.
 """
 
 from __future__ import annotations
@@ -11,14 +13,20 @@ import re
 import numpy as np
 import pandas as pd
 
+from jaxprobe.errors import ConfigError
+
 MODULES = ("vision", "connector", "llm_image", "llm_last", "answer")
+MODULE_NAMES = {"vision": "vision tower", "connector": "connector", "llm_image": "LLM image-token mean",
+                "llm_last": "LLM last prompt token", "answer": "zero-shot answer"}
 ANSWER_SITE = "answer"
+CURVE_COLUMNS = ("site", "module", "layer", "accuracy", "ci_low", "ci_high", "control_accuracy", "perm_p")
+EXTRA_METRICS = ("balanced_accuracy", "auroc", "macro_f1")  # carried into the curve when the probes have them
 _SITE = re.compile(r"^(?:vision\.layer_(?P<v>\d+)|connector\.output|llm\.layer_(?P<l>\d+)\.(?P<pool>image_mean|"
                    r"last_token)|answer)$")
 
 
 def site_module(site: str) -> tuple[str, int]:
-    """(module, layer index) of a site name; unknown names are an error, not a silently dropped point."""
+    """(module, layer index) of a site name; a name outside the DESIGN.md naming is a ``ValueError``."""
     match = _SITE.match(site)
     if match is None:
         raise ValueError(f"site {site!r} does not follow the DESIGN.md naming (vision.layer_NN, connector.output, "
@@ -30,17 +38,39 @@ def site_module(site: str) -> tuple[str, int]:
     return ("connector", 0) if site.startswith("connector") else (ANSWER_SITE, 0)
 
 
-def selected_curve(probes: pd.DataFrame, kind: str) -> pd.DataFrame:
-    """Test accuracy (with CI and control) of each site's selected ``kind`` probe, in model order."""
-    rows = probes[(probes["kind"] == kind) & probes["selected"]].copy()
-    if rows.empty:
-        raise ValueError(f"no selected {kind!r} probes; kinds present: {sorted(probes['kind'].unique())}")
+def placeable(site: str) -> bool:
+    return _SITE.match(site) is not None
+
+
+def check_kind(probes: pd.DataFrame, kind: str) -> None:
+    """``scoring.kind`` must name a kind that was fitted and selected."""
+    fitted = sorted(probes.loc[probes["selected"].astype(bool) & probes["kind"].notna(), "kind"].unique())
+    if kind not in fitted:
+        raise ConfigError(f"scoring.kind={kind!r}, but probes.parquet holds selected probes of kinds {fitted}: set "
+                          f"scoring.kind to one of them, or add {kind!r} to probe.kinds and rerun `jaxprobe probe`")
+
+
+def selected_curve(probes: pd.DataFrame, kind: str) -> tuple[pd.DataFrame, list[str]]:
+    """Test accuracy (with CI, control and other metrics) of each site's selected ``kind`` probe, in model order,
+    and the sites whose names could not be placed in a module (left out of the curve). ``check_kind`` first."""
+    rows = probes[(probes["kind"] == kind) & probes["selected"].astype(bool)].copy()
+    unplaced = sorted(site for site in rows["site"].unique() if not placeable(site))
+    rows = rows[rows["site"].map(placeable)]
     modules = rows["site"].map(site_module)
     rows["module"], rows["layer"] = modules.str[0], modules.str[1]
     rows["order"] = rows["module"].map(MODULES.index)
-    keep = ["site", "module", "layer", "accuracy", "ci_low", "ci_high", "control_accuracy", "perm_p"]
-    return rows.sort_values(["order", "layer"])[keep].reset_index(drop=True)
+    extra = [c for c in rows.columns if c in EXTRA_METRICS or c.startswith("recall_")]
+    keep = [*CURVE_COLUMNS, *extra]
+    for column in keep:
+        if column not in rows:
+            rows[column] = np.nan
+    return rows.sort_values(["order", "layer"])[keep].reset_index(drop=True), unplaced
 
 
 def module_curve(curve: pd.DataFrame, module: str) -> np.ndarray:
     return curve.loc[curve["module"] == module, "accuracy"].to_numpy()
+
+
+def missing_modules(curve: pd.DataFrame) -> list[str]:
+    present = set(curve["module"])
+    return [module for module in MODULES if module not in present]

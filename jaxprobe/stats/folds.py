@@ -18,12 +18,14 @@ Folds = list[tuple[np.ndarray, np.ndarray]]
 
 
 def check_class_counts(labels: np.ndarray, minimum: int, what: str) -> None:
-    """Refuse classes with fewer than ``minimum`` members, naming each such class and its count."""
+    """Refuse classes with fewer than ``minimum`` members, naming each such class, its count and what would work."""
     values, counts = np.unique(labels, return_counts=True)
     small = {int(v): int(c) for v, c in zip(values, counts, strict=True) if c < minimum}
     if small:
-        raise DatasetError(f"classes {small} (label: count) have fewer than {minimum} {what}; "
-                           "use fewer folds/splits, merge or drop those classes")
+        fewest = min(small.values())
+        advice = f"set probe.folds={fewest} or fewer" if fewest >= 2 else "fewer folds cannot help (k-fold needs 2)"
+        raise DatasetError(f"classes {small} (label: count) have fewer than {minimum} {what}: {advice}, or merge or "
+                           "drop those classes, or move more of their images into the training split")
 
 
 def kfold(labels: np.ndarray, n_folds: int, seed: int, groups: np.ndarray | None = None) -> Folds:
