@@ -39,9 +39,13 @@ def test_every_stage_output_exists_and_agrees(finished_run):
     probes = pd.read_parquet(workdir / "probes.parquet")
     scores = json.loads((workdir / "scores.json").read_text())
     assert set(probes.site) == set(store.sites)
-    assert {row["site"] for row in scores["curve"]} == set(store.sites) | {"answer"}
+    assert {row["site"] for row in scores["curve"]} == set(store.sites) | {"answer", "answer.generated"}
     test = store.index[store.index.split == "test"]
-    assert scores["profile"]["final"] == pytest.approx((test.answer_pred == test.label).mean())
+    # P_final is the generated reply (the demo generates and scores); the option-score answer stays in the curve
+    assert scores["final_source"] == "generated reply"
+    assert scores["profile"]["final"] == pytest.approx((test.generated_pred == test.label).mean())
+    option = next(row for row in scores["curve"] if row["site"] == "answer")
+    assert option["accuracy"] == pytest.approx((test.answer_pred == test.label).mean())
     manifest = json.loads((workdir / "manifest.json").read_text())
     assert set(manifest["stages"]) == {"extract", "probe", "score"}
     assert manifest["config"]["capture"]["resolution"] == 32 and manifest["versions"]["jax"]

@@ -58,3 +58,44 @@ def test_answer_ece_with_three_classes_by_hand():
     from jaxprobe.scoring.profile import answer_calibration
 
     assert answer_calibration(index)["ece"] == pytest.approx(0.2)
+
+
+def test_generated_answer_is_p_final_with_unparseable_replies_counted_wrong():
+    """The study's P_final is the generated reply; the option-score answer and its own mapping verdict stay beside."""
+    index = _index()
+    generated = index["label"].to_numpy().copy()
+    generated[:4] = -1  # 4 unparseable replies among the test rows
+    generated[4:9] = 1 - generated[4:9]  # and 5 wrong ones: 11 of 20 right
+    index = index.assign(generated_pred=generated, generated_text=["I am not sure"] * 4 + ["B"] * 36,
+                         generated_how=["no option letter or class name"] * 4 + ["letter"] * 36)
+    probes = _probe_rows({k: v for k, v in HEALTHY.items() if k != "answer"})
+    scores = score_run(probes, index, ScoreSettings("logistic", Thresholds(min_test_images=20), resamples=200),
+                       ["no", "yes"])
+    assert scores["profile"]["final"] == pytest.approx(11 / 20) and scores["final_source"] == "generated reply"
+    assert scores["generated"]["unparseable"] == 4 and scores["generated"]["unparseable_rate"] == pytest.approx(0.2)
+    assert scores["generated"]["confusion"] == [[5, 3, 2], [2, 6, 2]]  # last column: unparseable
+    assert scores["generated"]["examples"] == ["I am not sure"] * 3
+    verdicts = {v["mode"]: v for v in scores["diagnosis"]}
+    assert verdicts["semantic-mapping misalignment"]["sites"][1] == "answer.generated"
+    assert verdicts["option-score semantic mapping"]["sites"][1] == "answer"
+    answer_sites = [row["site"] for row in scores["curve"] if row["site"].startswith("answer")]
+    assert answer_sites == ["answer", "answer.generated"]
+    json.dumps(scores)
+
+
+def test_reliability_across_answer_variants():
+    index = _index()
+    test = index["split"] == "test"
+    main = index["answer_pred"].to_numpy()
+    flipped = main.copy()
+    flipped[:5] = 1 - flipped[:5]  # 5 of the 20 test images change their answer when the options are reordered
+    index = index.assign(variant_order1_pred=flipped, variant_paraphrase1_pred=main)
+    probes = _probe_rows({k: v for k, v in HEALTHY.items() if k != "answer"})
+    scores = score_run(probes, index, ScoreSettings("logistic", Thresholds(min_test_images=20), resamples=50),
+                       ["no", "yes"])
+    found = scores["reliability"]
+    assert found["all_agree"] == pytest.approx(15 / 20)
+    assert found["pairwise_agreement"] == pytest.approx((15 / 20 + 20 / 20 + 15 / 20) / 3)
+    labels = index.loc[test, "label"].to_numpy()
+    assert found["variants"]["order1"] == pytest.approx((flipped[test.to_numpy()] == labels).mean())
+    assert set(found["variants"]) == {"main", "order1", "paraphrase1"}

@@ -56,14 +56,15 @@ def _always_d_scores(tmp_path):
 def test_report_tells_a_reader_what_was_analysed_and_what_it_means(tmp_path):
     from jaxprobe.report.html import FHS_SENTENCE
     from jaxprobe.report.write import report_workdir
-    from jaxprobe.scoring.diagnosis import EXPLANATIONS
+    from jaxprobe.scoring.diagnosis import EXPLANATIONS, OPTION_SCORE_MODE
 
     _always_d_scores(tmp_path)
     page = report_workdir(tmp_path).read_text()
     for text in ("synthetic_lesions (small)", "Qwen/Qwen2.5-VL-7B-Instruct (qwen_vl family, float32)", "abc123def",
                  "grouped (seed 0)", "40 (chance = majority-class rate 0.250)", "benign/broken.png: OSError",
                  "Which of the following best describes this medical image?", "Images per split and class",
-                 FHS_SENTENCE, *EXPLANATIONS.values(), "AUROC", "0.912", "recall A", "0.733", "perm. p",
+                 FHS_SENTENCE, *[text for mode, text in EXPLANATIONS.items() if mode != OPTION_SCORE_MODE],
+                 "AUROC", "0.912", "recall A", "0.733", "perm. p",
                  "answered D", "gave the same answer for every test image", "Confusion matrix"):
         assert html.escape(text) in page, text
     matrix = page[page.index("Confusion matrix"):]

@@ -142,14 +142,48 @@ def answer_section(scores: dict) -> str:
     if total and dominant == total:
         warning = ('<p class="warn">The model gave the same answer for every test image: its accuracy is that '
                    "class's share of the test set, not a reading of the images.</p>")
-    text = (f"<p>Accuracy {percent(scores['profile']['final'])}, AUROC {number(answer.get('auroc'))}; recall per "
-            f"class: {recall}.</p>")
+    option_accuracy = next((row["accuracy"] for row in scores["curve"] if row["site"] == "answer"), None)
+    text = (f"<p>Read from the option letters' scores: accuracy {percent(option_accuracy)}, AUROC "
+            f"{number(answer.get('auroc'))}; recall per class: {recall}.</p>")
     if calibration:
         text += (f"<p>Calibration: ECE {number(calibration['ece'])}; {percent(calibration['confident_wrong_rate'])} "
                  f"of {calibration['confident_answers']} answers given with p >= 0.9 are wrong.</p>")
     confusion = table(["", *[f"answered {name}" for name in classes]], matrix,
                       highlight=lambda r, c: c == r + 1)
-    return f"<h3>Zero-shot answer</h3>{text}{warning}<h4>Confusion matrix (test images)</h4>{confusion}"
+    return (f"<h3>Zero-shot answer</h3>{generated_part(scores)}{text}{warning}"
+            f"<h4>Confusion matrix of the option-score answer (test images)</h4>{confusion}{reliability_part(scores)}")
+
+
+def generated_part(scores: dict) -> str:
+    """The generated reply (the study's P_final): accuracy, unparseable replies, confusion matrix."""
+    generated = scores.get("generated")
+    if not generated:
+        return ("<p>The model's reply was not generated (capture.answer = scores): P_final is the option-score "
+                "answer.</p>")
+    classes = scores["class_names"]
+    how = ", ".join(f"{esc(reason)}: {count}" for reason, count in generated["how"].items())
+    examples = "".join(f"<li><pre>{esc(text)}</pre></li>" for text in generated["examples"])
+    matrix = [(f"true {name}", *[esc(v) for v in row]) for name, row in zip(classes, generated["confusion"],
+                                                                           strict=True)]
+    return (f"<p>Generated reply (P_final, as the study measured it): accuracy {percent(generated['accuracy'])}; "
+            f"{generated['unparseable']} replies ({percent(generated['unparseable_rate'])}) could not be mapped to "
+            f"one class and count as wrong. How replies were read: {how or '-'}.</p>"
+            + (f"<p>Unparseable replies, e.g.:</p><ul>{examples}</ul>" if examples else "")
+            + "<h4>Confusion matrix of the generated reply (test images)</h4>"
+            + table(["", *[f"answered {name}" for name in classes], "unparseable"], matrix,
+                    highlight=lambda r, c: c == r + 1))
+
+
+def reliability_part(scores: dict) -> str:
+    """Accuracy under permuted options and paraphrased questions, and how often the answers agree."""
+    found = scores.get("reliability")
+    if not found:
+        return ""
+    rows = [(name, percent(accuracy)) for name, accuracy in found["variants"].items()]
+    return ("<h4>Reliability of the answer</h4><p>The same test images asked with the options in other orders and "
+            f"with paraphrased questions: every variant gives the same class for {percent(found['all_agree'])} of "
+            f"the images; two variants agree on {percent(found['pairwise_agreement'])} on average.</p>"
+            + table(["variant", "accuracy"], rows))
 
 
 def probe_table(scores: dict) -> str:
@@ -173,11 +207,12 @@ def probe_table(scores: dict) -> str:
 def run_section(name: str, scores: dict, curve_png: bytes, facts: Mapping[str, str] | None = None,
                 skipped: Sequence[Mapping[str, str]] = (), prompt: str | None = None) -> str:
     profile = [(*[number(scores["profile"].get(k)) for k in ("vision", "connector", "llm", "final")],)]
+    final_header = f"P_final ({scores.get('final_source') or 'no answer'})"
     return (f"<h2>{esc(name)}</h2><p>{esc(summary_sentence(scores))}</p>"
             f"{facts_section(scores, facts or {}, skipped, prompt)}"
             f"<h3>Layer-wise probe accuracy</h3>{image(curve_png, name + ' layer-wise accuracy')}"
             f"<h3>Feature Health profile</h3><p class=\"note\">{esc(FHS_SENTENCE)}</p>"
-            f"{table(['FHS vision', 'FHS connector', 'FHS LLM', 'P_final'], profile, names=0)}"
+            f"{table(['FHS vision', 'FHS connector', 'FHS LLM', final_header], profile, names=0)}"
             f"<h3>Failure modes</h3>{verdict_list(scores['diagnosis'])}"
             f"{answer_section(scores)}{probe_table(scores)}")
 

@@ -1,7 +1,8 @@
 """From probe rows to the layer-wise curve of one probe kind, module by module.
 
 Site names (DESIGN.md) carry the module: ``vision.layer_07``, ``connector.output``,
-``llm.layer_12.image_mean``, ``llm.layer_12.last_token``; the zero-shot answer is the site ``answer``. A store
+``llm.layer_12.image_mean``, ``llm.layer_12.last_token``; the zero-shot answer is the site ``answer`` (option
+scores) and, when the model's reply was generated, ``answer.generated``. A store
 may hold only some modules (``capture.sites`` globs) or sites named otherwise (a user-made store): the curve
 keeps what it can place and says what it could not, so scoring reports the modules that are there.
 """
@@ -18,11 +19,12 @@ from jaxprobe.errors import ConfigError
 MODULES = ("vision", "connector", "llm_image", "llm_last", "answer")
 MODULE_NAMES = {"vision": "vision tower", "connector": "connector", "llm_image": "LLM image-token mean",
                 "llm_last": "LLM last prompt token", "answer": "zero-shot answer"}
-ANSWER_SITE = "answer"
+ANSWER_SITE = "answer"  # the option-score answer
+GENERATED_SITE = "answer.generated"  # the parsed generated reply (the study's P_final)
 CURVE_COLUMNS = ("site", "module", "layer", "accuracy", "ci_low", "ci_high", "control_accuracy", "perm_p")
 EXTRA_METRICS = ("balanced_accuracy", "auroc", "macro_f1")  # carried into the curve when the probes have them
 _SITE = re.compile(r"^(?:vision\.layer_(?P<v>\d+)|connector\.output|llm\.layer_(?P<l>\d+)\.(?P<pool>image_mean|"
-                   r"last_token)|answer)$")
+                   r"last_token)|answer(?P<generated>\.generated)?)$")
 
 
 def site_module(site: str) -> tuple[str, int]:
@@ -35,7 +37,9 @@ def site_module(site: str) -> tuple[str, int]:
         return "vision", int(match.group("v"))
     if match.group("l") is not None:
         return ("llm_image" if match.group("pool") == "image_mean" else "llm_last"), int(match.group("l"))
-    return ("connector", 0) if site.startswith("connector") else (ANSWER_SITE, 0)
+    if site.startswith("connector"):
+        return "connector", 0
+    return ANSWER_SITE, 1 if match.group("generated") else 0
 
 
 def placeable(site: str) -> bool:

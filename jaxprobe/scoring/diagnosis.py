@@ -227,12 +227,11 @@ def llm_comprehension(ctx: Context) -> Verdict:
     return Verdict(mode, status, loss, (entry.site, low.site), apart, evidence, reason)
 
 
-def semantic_mapping(ctx: Context) -> Verdict:
-    mode = "semantic-mapping misalignment"
-    last_rows, answer_rows = ctx.rows("llm_last"), ctx.rows("answer")
+def _semantic_mapping(ctx: Context, mode: str, answer_rows: pd.DataFrame) -> Verdict:
+    last_rows = ctx.rows("llm_last")
     if last_rows.empty or answer_rows.empty:
         return _missing(mode, "the last LLM layer's last-token probe and the zero-shot answer")
-    last, answer = point(last_rows.iloc[-1], ctx.test), point(answer_rows.iloc[0], ctx.test)
+    last, answer = point(last_rows.iloc[-1], ctx.test), point(answer_rows.iloc[-1], ctx.test)
     gap = 100 * (answer.accuracy - last.accuracy)
     apart = separated(last, answer)
     status, reason = _judge(abs(gap) > 100 * ctx.thresholds.answer_gap, apart,
@@ -242,6 +241,20 @@ def semantic_mapping(ctx: Context) -> Verdict:
     direction = "lower" if gap < 0 else "higher"
     evidence = f"{answer.text()} is {abs(gap):.1f} points {direction} than the probe {last.text()}"
     return Verdict(mode, status, gap, (last.site, answer.site), apart, evidence, reason)
+
+
+def semantic_mapping(ctx: Context) -> Verdict:
+    """Against the study's P_final: the generated reply when there is one (the last answer site), else the option
+    scores."""
+    return _semantic_mapping(ctx, "semantic-mapping misalignment", ctx.rows("answer"))
+
+
+def option_score_mapping(ctx: Context) -> Verdict | None:
+    """The same check against the option-letter scores, beside the generated one (None without generation)."""
+    answers = ctx.rows("answer")
+    if len(answers) < 2:
+        return None
+    return _semantic_mapping(ctx, OPTION_SCORE_MODE, answers.iloc[:1])
 
 
 def _too_small(verdict: Verdict, test: EvalSet, minimum: int) -> Verdict:
@@ -255,7 +268,8 @@ def _too_small(verdict: Verdict, test: EvalSet, minimum: int) -> Verdict:
     return dataclasses.replace(verdict, status=INCONCLUSIVE, reason=reason)
 
 
-CHECKS = (visual_quality, connector_fidelity, llm_comprehension, semantic_mapping)
+OPTION_SCORE_MODE = "option-score semantic mapping"
+CHECKS = (visual_quality, connector_fidelity, llm_comprehension, semantic_mapping, option_score_mapping)
 EXPLANATIONS = {  # one sentence each, for the report
     "visual representation quality": "Does the vision tower's output, the part the LLM receives, separate the "
                                      "classes well (against a reference model, or well above chance)?",
@@ -263,8 +277,11 @@ EXPLANATIONS = {  # one sentence each, for the report
                                      "the LLM?",
     "LLM comprehension deficit": "Do the image tokens lose class information as they pass through the LLM's "
                                  "layers?",
-    "semantic-mapping misalignment": "Does the model's own answer differ from what its last layer knows (the "
-                                     "last-token probe)?",
+    "semantic-mapping misalignment": "Does the model's own answer (its generated reply when there is one, as the "
+                                     "study measured it) differ from what its last layer knows (the last-token "
+                                     "probe)?",
+    OPTION_SCORE_MODE: "The same question for the answer read from the option letters' scores instead of the "
+                       "generated reply.",
 }
 STATUS_EXPLANATIONS = {
     FLAGGED: "the effect crosses its threshold and is significant",
@@ -275,6 +292,8 @@ STATUS_EXPLANATIONS = {
 
 def diagnose(curve: pd.DataFrame, thresholds: Thresholds, test: EvalSet,
              layout: Mapping | None = None) -> list[Verdict]:
-    """All four verdicts; a module missing from the curve makes the checks that need it inconclusive."""
+    """The four failure modes (and, with a generated answer, the option-score version of the last); a module
+    missing from the curve makes the checks that need it inconclusive."""
     ctx = Context(curve.reset_index(drop=True), thresholds, test, layout)
-    return [_too_small(check(ctx), test, thresholds.min_test_images) for check in CHECKS]
+    verdicts = [check(ctx) for check in CHECKS]
+    return [_too_small(verdict, test, thresholds.min_test_images) for verdict in verdicts if verdict is not None]
