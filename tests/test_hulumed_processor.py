@@ -64,7 +64,7 @@ def test_pil_swap_gives_the_transposed_target(size, expected):
 
 def test_tiny_processor_grids_budget_and_swap_flag(checkpoint, processor):
     """The tiny checkpoint's budget (patch 8, 16..64 tokens) read from preprocessor_config.json."""
-    assert processor.image_grid(48, 80) == (1, 6, 10)  # wide, within the budget
+    assert processor.image_grid(48, 80) == (1, 6, 10) and processor.target_size(45, 83) == (48, 80)  # wide
     assert processor.image_grid(36, 36) == (1, 4, 4)  # 4.5 -> 4 (banker's), 16 tokens
     assert processor.image_grid(128, 128) == (1, 8, 8)  # 256 tokens shrink to the 64 allowed
     assert processor.image_grid(8, 8) == (1, 4, 4)  # 1 token grows to the 16 required

@@ -137,6 +137,10 @@ class HuluMedProcessor:
                                                                      pil_swap)
         self.template, self.image_token_id = chat_template(checkpoint_dir), config.image_token_id
 
+    def target_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (height, width) in pixels an image of ``height`` x ``width`` is resized to."""
+        return self.rule.target_size(height, width)
+
     def image_grid(self, height: int, width: int) -> tuple[int, int, int]:
         """The (1, h, w) patch grid an image of ``height`` x ``width`` pixels gets: its bucket."""
         return self.rule.grid(height, width)
