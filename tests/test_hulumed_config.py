@@ -111,12 +111,13 @@ def test_renaming_into_video_llama_3():
 
 STUDY_FAST = ["probe.folds=3", "probe.permutations=3", "probe.bootstrap=100", "probe.logistic_lambdas=(1.0, 0.01)",
               "probe.ridge_lambdas=(100.0, 1.0)", "data.name=synthetic_lesions", "data.config=small",
-              "capture.image_size=32", "capture.chunk_rows=64", "capture.batch_size=8",
+              "capture.chunk_rows=64", "capture.batch_size=8",
               "capture.generate.max_new_tokens=4", "split.strategy=grouped"]
 
 
 def test_study_cell_runs_end_to_end_on_a_tiny_checkpoint(tmp_path):
-    """``jaxprobe run study:hulu_med_7b:busi`` on a tiny hulumed_qwen2 checkpoint and the synthetic dataset."""
+    """``jaxprobe run study:hulu_med_7b:busi`` on a tiny hulumed_qwen2 checkpoint and the synthetic dataset, at the
+    study's native resolution (the 64 x 64 images fill the tiny budget exactly: 8 x 8 patches)."""
     from jaxprobe.cli import main
     from jaxprobe.features import FeatureStore
 
@@ -129,6 +130,8 @@ def test_study_cell_runs_end_to_end_on_a_tiny_checkpoint(tmp_path):
     store = FeatureStore.open(workdir / "features")
     manifest = json.loads((workdir / "manifest.json").read_text())
     assert manifest["stages"]["extract"]["family"] == "hulumed"
+    assert manifest["config"]["capture"]["resolution"] == "native"
+    assert manifest["stages"]["extract"]["size_buckets"] == {"64x64": 120}
     assert manifest["config"]["model"]["family"] == "hulumed_qwen2"
     assert "<|im_start|>user\n<image>\n" in manifest["stages"]["extract"]["prompt"]
     assert store.site_layout["connector_source"] == "vision.layer_01" and len(store.index) == 120

@@ -140,9 +140,34 @@ def test_prompt_is_chatml_with_one_image_token_per_visual_token(processor):
     assert (inputs.last_index == inputs.input_ids.shape[1] - 1).all()
 
 
+def test_prompts_of_different_lengths_pad_on_the_left(processor):
+    short, long = processor.prompt(CLASSES, QUESTION), processor.prompt(CLASSES, "Look closely. " + QUESTION)
+    image = np.zeros((48, 48, 3), np.uint8)
+    inputs = processor.encode([long, short], [image, image])
+    alone = processor.encode(short, [image])
+    pad = inputs.input_ids.shape[1] - alone.input_ids.shape[1]
+    assert pad > 0 and inputs.attention_mask[1, :pad].sum() == 0 and inputs.attention_mask[0].all()
+    np.testing.assert_array_equal(inputs.input_ids[1, pad:], alone.input_ids[0])
+    np.testing.assert_array_equal(inputs.positions[1, 0, pad:], alone.positions[0, 0])
+    assert (inputs.image_mask.sum(1) == 36).all() and not inputs.image_mask[1, :pad].any()
+    assert (inputs.last_index == inputs.input_ids.shape[1] - 1).all()
+
+
+def test_native_size_is_a_fixed_point_and_the_swap_happens_at_encoding(checkpoint, processor):
+    """Extraction resizes to ``native_size`` first; with the swap flag, encoding then squashes to the transpose."""
+    assert processor.size_unit == 8
+    for size in ((45, 83), (300, 20), (36, 36), (500, 700)):
+        native = processor.native_size(*size)
+        assert processor.native_size(*native) == native and native[0] % 8 == 0 and native[1] % 8 == 0
+    swapped = HuluMedProcessor(checkpoint, _config(checkpoint), pil_swap=True)
+    assert swapped.native_size(45, 83) == (48, 80) and swapped.image_grid(48, 80) == (1, 10, 6)
+    assert swapped.encode(swapped.prompt(CLASSES, QUESTION), [np.zeros((48, 80, 3), np.uint8)]).image_grid == (1, 10,
+                                                                                                               6)
+
+
 def test_one_call_encodes_one_grid(processor):
     prompt = processor.prompt(CLASSES, QUESTION)
-    with pytest.raises(DatasetError, match="share one patch grid"):
+    with pytest.raises(DatasetError, match="one patch grid"):
         processor.encode(prompt, [np.zeros((48, 80, 3), np.uint8), np.zeros((80, 48, 3), np.uint8)])
     with pytest.raises(DatasetError, match="uint8 RGB"):
         processor.pixels(np.zeros((48, 80), np.uint8))

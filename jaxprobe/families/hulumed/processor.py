@@ -10,7 +10,8 @@
 - Positions are plain 1-D (cumsum of the mask - 1): Hulu's LLM is an ordinary Qwen2/Qwen3 decoder.
 
 One ``encode`` call takes images that share one patch grid (the model's grid is static); ``image_grid(h, w)`` says
-an image's grid before encoding, so a caller groups images into buckets first.
+an image's grid before encoding, and ``native_size``/``size_unit`` are what ``capture.resolution="native"`` buckets
+images by.
 """
 
 from __future__ import annotations
@@ -137,6 +138,16 @@ class HuluMedProcessor:
                                                                      pil_swap)
         self.template, self.image_token_id = chat_template(checkpoint_dir), config.image_token_id
 
+    @property
+    def size_unit(self) -> int:
+        return self.rule.unit
+
+    def native_size(self, height: int, width: int) -> tuple[int, int]:
+        """Hulu's target size, aspect ratio kept (``capture.resolution="native"`` resizes to it first). With
+        ``pil_swap`` the processor then squashes that image to the transposed size, as the reference does to a
+        file-loaded image: its grid is ``image_grid`` of the native size."""
+        return self.rule.native_size(height, width)
+
     def target_size(self, height: int, width: int) -> tuple[int, int]:
         """The (height, width) in pixels an image of ``height`` x ``width`` is resized to."""
         return self.rule.target_size(height, width)
@@ -175,16 +186,24 @@ class HuluMedProcessor:
                                   "prompt); it must be one added token")
         return np.concatenate([ids[: at[0]], np.full(tokens, self.image_token_id), ids[at[0] + 1:]])
 
-    def encode(self, prompt: Prompt, images: Sequence[np.ndarray]) -> ModelInputs:
+    def encode(self, prompt: Prompt | Sequence[Prompt], images: Sequence[np.ndarray]) -> ModelInputs:
+        """Inputs for one prompt per image (or one prompt for all), padded on the left if their lengths differ;
+        the images must share one patch grid."""
+        prompts = [prompt] * len(images) if isinstance(prompt, Prompt) else list(prompt)
         grids = {self.image_grid(*np.shape(image)[:2]) for image in images}
-        if len(grids) != 1:
-            raise DatasetError(f"images of one batch must share one patch grid, got {sorted(grids)}; group images "
-                               "by processor.image_grid(height, width) first")
+        if len(grids) != 1 or len(prompts) != len(images):
+            raise DatasetError(f"one batch takes one prompt per image ({len(prompts)} for {len(images)}) and one "
+                               f"patch grid, got {sorted(grids)}; group images by processor.image_grid(height, "
+                               "width) first")
         grid = grids.pop()
-        ids = np.tile(self._ids(prompt, grid[1] * grid[2]), (len(images), 1)).astype(np.int32)
-        mask = np.ones_like(ids)
+        rows = [self._ids(p, grid[1] * grid[2]) for p in prompts]
+        width = max(len(row) for row in rows)
+        ids = np.full((len(rows), width), self.tokenizer.pad_token_id or 0, np.int32)
+        mask = np.zeros_like(ids)
+        for k, row in enumerate(rows):
+            ids[k, width - len(row):], mask[k, width - len(row):] = row, 1
         return ModelInputs(input_ids=ids, attention_mask=mask,
                            positions=np.clip(mask.cumsum(1) - 1, 0, None)[:, None].astype(np.int32),
                            pixels=np.stack([self.pixels(np.asarray(image)) for image in images]),
-                           image_mask=ids == self.image_token_id, last_index=last_token_index(mask),
+                           image_mask=(ids == self.image_token_id) & (mask == 1), last_index=last_token_index(mask),
                            image_grid=grid)

@@ -63,12 +63,13 @@ def video_llama_3_config(config_json: dict[str, Any]) -> Any:
 
 
 def renamed_state_dict(checkpoint_dir: Path) -> dict[str, Any]:
-    """Every tensor of the checkpoint under its ``video_llama_3`` name, in float32."""
+    """Every tensor of the checkpoint under its ``video_llama_3`` name (``load_state_dict`` casts to the model's
+    dtype)."""
     from safetensors.torch import load_file
 
     state = {}
     for file in checkpoint_headers(checkpoint_dir):
-        state.update({video_llama_3_name(name): tensor.float() for name, tensor in load_file(file).items()})
+        state.update({video_llama_3_name(name): tensor for name, tensor in load_file(file).items()})
     return state
 
 
@@ -86,14 +87,15 @@ def torch_inputs(inputs: ModelInputs) -> dict[str, Any]:
 
 
 class HuluMedReference:
-    def load(self, checkpoint_dir: Path) -> Any:
-        """VideoLLaMA3 in float32 holding the checkpoint's weights (every tensor used, every parameter filled)."""
+    def load(self, checkpoint_dir: Path, dtype: str = "float32") -> Any:
+        """VideoLLaMA3 in ``dtype`` holding the checkpoint's weights (every tensor used, every parameter filled)."""
         require_torch()
+        import torch
         from transformers import VideoLlama3ForConditionalGeneration
 
         checkpoint_dir = Path(checkpoint_dir)
         config = video_llama_3_config(read_config_json(checkpoint_dir))
-        model = VideoLlama3ForConditionalGeneration(config).float().eval()
+        model = VideoLlama3ForConditionalGeneration(config).to(getattr(torch, dtype)).eval()
         missing, unexpected = model.load_state_dict(renamed_state_dict(checkpoint_dir), strict=False)
         allowed = {"lm_head.weight"} if config.tie_word_embeddings else set()
         if unexpected or set(missing) - allowed:

@@ -50,12 +50,20 @@ class ResizeRule:
     max_tokens: int = DEFAULT_MAX_TOKENS
     pil_swap: bool = False  # reproduce the reference's PIL width/height swap (module docstring)
 
+    @property
+    def unit(self) -> int:
+        """Pixels per image-token side: target sizes are multiples of it."""
+        return self.patch_size * self.merge_size
+
+    def native_size(self, height: int, width: int) -> tuple[int, int]:
+        """The aspect-kept target size (never swapped): a fixed point of itself, so extraction can resize to it."""
+        return target_size(height, width, self.unit, self.min_tokens, self.max_tokens)
+
     def target_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) in pixels that an image of ``height`` x ``width`` is resized to."""
-        factor = self.patch_size * self.merge_size
         if self.pil_swap:  # the reference computes the size of the transposed image and applies it as (h, w)
-            return target_size(width, height, factor, self.min_tokens, self.max_tokens)
-        return target_size(height, width, factor, self.min_tokens, self.max_tokens)
+            return target_size(width, height, self.unit, self.min_tokens, self.max_tokens)
+        return self.native_size(height, width)
 
     def grid(self, height: int, width: int) -> tuple[int, int, int]:
         """The (t, h, w) patch grid of an image of ``height`` x ``width`` (t = 1): the bucket it belongs to."""
