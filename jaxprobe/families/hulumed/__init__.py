@@ -33,6 +33,8 @@ SHARDING_RULES = [
     (r"vision/blocks/([qkv]_proj|fc1)/kernel", (None, None, "model")),
     (r"vision/blocks/([qkv]_proj|fc1)/bias", (None, "model")),
     (r"vision/blocks/(out_proj|fc2)/kernel", (None, "model", None)),
+    (r"vision/patch_embed/kernel", (None, "model")),  # column-parallel: XLA reshards before the blocks
+    (r"vision/patch_embed/bias", ("model",)),
     (r"connector/linear_1/kernel", (None, "model")),
     (r"connector/linear_1/bias", ("model",)),
     (r"connector/linear_2/kernel", ("model", None)),
