@@ -6,10 +6,11 @@ from pathlib import Path
 
 from jaxprobe.errors import ConfigError
 from jaxprobe.families.base import Family
+from jaxprobe.families.hulumed import HuluMedFamily
 from jaxprobe.families.qwen_vl import QwenVLFamily
 from jaxprobe.weights.reader import read_config_json
 
-FAMILIES: tuple[Family, ...] = (QwenVLFamily(),)
+FAMILIES: tuple[Family, ...] = (QwenVLFamily(), HuluMedFamily())
 
 
 def supported_model_types() -> list[str]:

@@ -15,7 +15,7 @@ DEFAULT_ROPE_THETA = 10000.0
 class VisionConfig:
     """A vision tower. ``tower`` picks the architecture file in ``models/towers``; the rest are its flags."""
 
-    tower: str  # "qwen_vit" (Qwen2-VL / Qwen2.5-VL), "vit" (CLIP, SigLIP)
+    tower: str  # "qwen_vit" (Qwen2-VL / Qwen2.5-VL), "vit" (CLIP, SigLIP), "navit" (Hulu-Med, VideoLLaMA3)
     depth: int
     hidden_size: int
     num_heads: int

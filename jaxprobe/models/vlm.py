@@ -20,10 +20,11 @@ from jaxprobe.models.connectors.mlp import MLPProjector
 from jaxprobe.models.connectors.patch_merger import PatchMerger
 from jaxprobe.models.decoders.decoder import Attend, Decoder, image_groups
 from jaxprobe.models.inputs import ModelInputs
+from jaxprobe.models.towers.navit import NaViTTower
 from jaxprobe.models.towers.qwen_vit import QwenVisionTower
 from jaxprobe.models.towers.vit import ViTTower
 
-TOWERS = {"qwen_vit": QwenVisionTower, "vit": ViTTower}
+TOWERS = {"qwen_vit": QwenVisionTower, "vit": ViTTower, "navit": NaViTTower}
 CONNECTORS = {"patch_merger": PatchMerger, "mlp2x_gelu": MLPProjector}
 
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprobe.models.config import VisionConfig
-from jaxprobe.models.layers import ACTIVATIONS, attention, make_norm
+from jaxprobe.models.layers import ACTIVATIONS, apply_rotary, attention, make_norm
 from jaxprobe.models.stack import stacked
 
 Grid = tuple[int, int, int]
@@ -28,11 +28,14 @@ def patchify(pixels: jax.Array, patch: int) -> jax.Array:
 
 
 class EncoderBlock(nn.Module):
+    """Pre-norm attention + MLP block (SigLIP/CLIP names). With ``cos``/``sin`` [N, Dh] tables, q and k are rotated
+    before attention (2-D rotary of the NaViT tower, ``towers/navit.py``); without them the block is unchanged."""
+
     config: VisionConfig
     keep: bool  # return the block's output as a scan output (the connector reads an inner block)
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, cos=None, sin=None):
         c = self.config
 
         def project(name: str, inputs: jax.Array) -> jax.Array:
@@ -41,6 +44,8 @@ class EncoderBlock(nn.Module):
         normed = make_norm("layernorm", c.norm_eps, "layer_norm1")(x)
         split = (*x.shape[:2], c.num_heads, c.head_dim)
         q, k, v = (project(name, normed).reshape(split) for name in ("q_proj", "k_proj", "v_proj"))
+        if cos is not None:
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         x = x + project("out_proj", attention(q, k, v, None).reshape(x.shape))
         normed = make_norm("layernorm", c.norm_eps, "layer_norm2")(x)
         hidden = ACTIVATIONS[c.hidden_act](nn.Dense(c.intermediate_size, dtype=x.dtype, name="fc1")(normed))
