@@ -54,3 +54,15 @@ def test_cls_towers_pool_patches_without_the_cls_token():
     pooled = pool_sites(sites, sown, jnp.zeros((2, 3), bool), jnp.zeros(2, int), vision_cls=True)
     np.testing.assert_allclose(pooled["vision.layer_00"], patches[0, :, 1:].mean(1), rtol=1e-6)
     np.testing.assert_allclose(pooled["vision.layer_00.cls"], patches[0, :, 0])
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_blockwise_attention_equals_direct(masked):
+    """Long queries are attended block by block (bounded memory) with the same result."""
+    from jaxprobe.models.layers import attention
+
+    rng = np.random.default_rng(0)
+    q = jnp.asarray(rng.normal(size=(2, 37, 4, 8)), jnp.float32)
+    k, v = (jnp.asarray(rng.normal(size=(2, 37, 2, 8)), jnp.float32) for _ in range(2))
+    mask = jnp.asarray(rng.random((2, 1, 1, 37, 37)) > 0.3) | jnp.eye(37, dtype=bool) if masked else None
+    np.testing.assert_allclose(attention(q, k, v, mask, block=8), attention(q, k, v, mask), atol=1e-6)

@@ -60,11 +60,37 @@ def inverse_frequencies(dim: int, theta: float) -> jax.Array:
     return 1.0 / (theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
 
 
+QUERY_BLOCK = 1024  # longer queries are attended block by block: memory O(block x S), not O(T x S)
+
+
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
-              scale: float | None = None) -> jax.Array:
+              scale: float | None = None, block: int = QUERY_BLOCK) -> jax.Array:
     """Softmax attention; q [B, T, H, Dh], k/v [B, S, Hkv, Dh] with H a multiple of Hkv (GQA, no K/V copies),
     mask broadcastable to [B, Hkv, G, T, S] (use ``mask[:, None, None]`` for a [B, T, S] mask); logits are scaled
-    by ``scale`` (default 1 / sqrt(Dh))."""
+    by ``scale`` (default 1 / sqrt(Dh)).
+
+    Queries longer than ``block`` (a native-resolution image of 16k patches) are processed ``block`` at a time
+    with ``lax.map``, so the [T, S] scores never exist at once (16k x 16k x 16 heads would be 16 GB in float32).
+    """
+    length = q.shape[1]
+    if length <= block:
+        return _attention(q, k, v, mask, scale)
+    blocks = -(-length // block)
+    padding = blocks * block - length
+    q_blocks = jnp.moveaxis(jnp.pad(q, ((0, 0), (0, padding), (0, 0), (0, 0))).reshape(
+        q.shape[0], blocks, block, *q.shape[2:]), 1, 0)
+    if mask is not None and mask.shape[-2] > 1:  # a per-query mask is cut into the same blocks
+        mask = jnp.broadcast_to(mask, (*mask.shape[:-2], length, mask.shape[-1]))
+        mask = jnp.pad(mask, [(0, 0)] * (mask.ndim - 2) + [(0, padding), (0, 0)], constant_values=True)
+        masks = jnp.moveaxis(mask.reshape(*mask.shape[:-2], blocks, block, mask.shape[-1]), -3, 0)
+        out = jax.lax.map(lambda args: _attention(args[0], k, v, args[1], scale), (q_blocks, masks))
+    else:
+        out = jax.lax.map(lambda query: _attention(query, k, v, mask, scale), q_blocks)
+    return jnp.moveaxis(out, 0, 1).reshape(q.shape[0], blocks * block, *q.shape[2:])[:, :length]
+
+
+def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
+               scale: float | None) -> jax.Array:
     batch, length, heads, head_dim = q.shape
     groups = heads // k.shape[-2]
     q = q.reshape(batch, length, k.shape[-2], groups, head_dim)
