@@ -31,6 +31,9 @@ SHARDING_RULES = [
     (r"vision/blocks/([qkv]_proj|fc1)/kernel", (None, None, "model")),
     (r"vision/blocks/([qkv]_proj|fc1)/bias", (None, "model")),
     (r"vision/blocks/(out_proj|fc2)/kernel", (None, "model", None)),
+    (r"vision/patch_embed/kernel", (None, "model")),  # 896 px SigLIP: [588, 1152]
+    (r"vision/patch_embed/bias", ("model",)),
+    (r"vision/position_embedding", (None, "model")),  # [4096, 1152]: larger than a block's attention
     (r"connector/projection/kernel", (None, "model")),
 ]
 
