@@ -31,11 +31,11 @@ def _hooks(modules: Any, prefix: str, captured: dict[str, Any]) -> list[Any]:
 
 
 class Gemma3Reference:
-    def load(self, checkpoint_dir: Path) -> Any:
+    def load(self, checkpoint_dir: Path, dtype: str = "float32") -> Any:
         require_torch()
         from transformers import Gemma3ForConditionalGeneration
 
-        return Gemma3ForConditionalGeneration.from_pretrained(checkpoint_dir, dtype="float32").eval()
+        return Gemma3ForConditionalGeneration.from_pretrained(checkpoint_dir, dtype=dtype).eval()
 
     def run(self, model: Any, inputs: ModelInputs) -> dict[str, np.ndarray]:
         """Every SigLIP block's output, the projector's output, every decoder layer's output, and the logits."""
