@@ -57,8 +57,8 @@ def test_study_cells_and_sweep():
 def test_unsupported_family_stops_before_work(tmp_path):
     from jaxprobe.capture.extract import run_extract
 
-    config = load_config("study:medgemma_4b:busi", [f"workdir={tmp_path}"])
-    with pytest.raises(ConfigError, match="'gemma3' model, which jaxprobe does not implement yet"):
+    config = load_config("study:medgemma_4b:busi", [f"workdir={tmp_path}", "model.family=mamba_vl"])
+    with pytest.raises(ConfigError, match="'mamba_vl' model, which jaxprobe does not implement yet"):
         run_extract(config)
     assert not any(tmp_path.iterdir())
 

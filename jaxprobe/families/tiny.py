@@ -58,8 +58,12 @@ def random_tensors(shapes: Shapes, seed: int) -> dict[str, np.ndarray]:
     return tensors
 
 
-def write_tokenizer(out_dir: Path, special_tokens: Sequence[str], eos: str, pad: str, chat_template: str) -> None:
-    """A byte-level BPE trained on a small medical corpus, with ``special_tokens`` at ids 0, 1, ..."""
+def write_tokenizer(out_dir: Path, special_tokens: Sequence[str], eos: str, pad: str, chat_template: str,
+                    bos: str | None = None, named_tokens: Mapping[str, str] | None = None) -> None:
+    """A byte-level BPE trained on a small medical corpus, with ``special_tokens`` at ids 0, 1, ...
+
+    ``bos``: prepended to every encoded text, as Gemma's and Llama's tokenizers do. ``named_tokens``: model-specific
+    named specials (e.g. Gemma 3's ``boi_token``), which the processor reads as ``tokenizer.boi_token(_id)``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -69,8 +73,10 @@ def write_tokenizer(out_dir: Path, special_tokens: Sequence[str], eos: str, pad:
     trainer = trainers.BpeTrainer(vocab_size=TOKENIZER_VOCAB, special_tokens=list(special_tokens),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tokenizer.train_from_iterator([CORPUS], trainer=trainer)
+    named = dict(named_tokens or {}) | ({"bos_token": bos, "add_bos_token": True} if bos else {})
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=eos, pad_token=pad,
-                                   extra_special_tokens=[t for t in special_tokens if t not in (eos, pad)])
+                                   extra_special_tokens=[t for t in special_tokens if t not in (eos, pad, bos)],
+                                   **named)
     fast.chat_template = chat_template
     fast.save_pretrained(out_dir)
 

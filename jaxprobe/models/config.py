@@ -53,12 +53,12 @@ class VisionConfig:
 class ConnectorConfig:
     """The projection from vision features to the LLM's embedding width."""
 
-    kind: str  # "patch_merger" (Qwen-VL), "mlp2x_gelu" (LLaVA, Hulu-Med)
+    kind: str  # "patch_merger" (Qwen-VL), "mlp2x_gelu" (LLaVA, Hulu-Med), "avg_pool" (Gemma 3)
     in_size: int
     out_size: int
     norm: str = "layernorm"
     norm_eps: float = 1e-6
-    merge_size: int = 1
+    merge_size: int = 1  # patch_merger: merge x merge patches per token; avg_pool: the pooling kernel
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprobe.models.config import RunPlan, VLMConfig
+from jaxprobe.models.connectors.avg_pool import AvgPoolProjector
 from jaxprobe.models.connectors.mlp import MLPProjector
 from jaxprobe.models.connectors.patch_merger import PatchMerger
 from jaxprobe.models.decoders.decoder import Attend, Decoder, image_groups
@@ -25,7 +26,7 @@ from jaxprobe.models.towers.qwen_vit import QwenVisionTower
 from jaxprobe.models.towers.vit import ViTTower
 
 TOWERS = {"qwen_vit": QwenVisionTower, "vit": ViTTower, "navit": NaViTTower}
-CONNECTORS = {"patch_merger": PatchMerger, "mlp2x_gelu": MLPProjector}
+CONNECTORS = {"patch_merger": PatchMerger, "mlp2x_gelu": MLPProjector, "avg_pool": AvgPoolProjector}
 
 
 def scatter_image_embeddings(embeds: jax.Array, image_embeds: jax.Array, image_mask: jax.Array) -> jax.Array:
