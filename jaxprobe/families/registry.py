@@ -7,10 +7,11 @@ from pathlib import Path
 from jaxprobe.errors import ConfigError
 from jaxprobe.families.base import Family
 from jaxprobe.families.hulumed import HuluMedFamily
+from jaxprobe.families.llava import LlavaFamily
 from jaxprobe.families.qwen_vl import QwenVLFamily
 from jaxprobe.weights.reader import read_config_json
 
-FAMILIES: tuple[Family, ...] = (QwenVLFamily(), HuluMedFamily())
+FAMILIES: tuple[Family, ...] = (QwenVLFamily(), HuluMedFamily(), LlavaFamily())
 
 
 def supported_model_types() -> list[str]:
