@@ -70,6 +70,22 @@ def expand2square(image: np.ndarray, background: Sequence[int]) -> np.ndarray:
     return canvas
 
 
+def fixed_tower_size(height: int, width: int, side: int, pad_square: bool) -> tuple[int, int]:
+    """The native size of an image for a fixed-size tower: aspect ratio kept, with the edge the processor maps onto
+    ``side`` already at ``side`` (padding to a square: the longer edge; CLIP's resize + centre crop: the shorter),
+    so the processor's own padding or cropping still sees the image's real shape."""
+    edge = max(height, width) if pad_square else min(height, width)
+    return max(1, round(height * side / edge)), max(1, round(width * side / edge))
+
+
+def prompt_texts(prompt: Prompt | Sequence[Prompt], count: int) -> list[str]:
+    """One prompt text per image (a single prompt serves every image)."""
+    texts = [prompt.text] * count if isinstance(prompt, Prompt) else [p.text for p in prompt]
+    if len(texts) != count:
+        raise ConfigError(f"{len(texts)} prompts for {count} images: give one prompt, or one per image")
+    return texts
+
+
 def _letters(class_names: Sequence[str]) -> list[str]:
     return list(string.ascii_uppercase[: len(class_names)])
 
@@ -95,6 +111,9 @@ class LlavaHFProcessor:
             raise CheckpointError(f"{checkpoint_dir} lacks a usable tokenizer, preprocessor_config.json or "
                                   f"processor_config.json: {error}") from error
         self.tokenizer, self.config = self.hf.tokenizer, config
+        self.tokenizer.padding_side = "left"  # prompts of different lengths (paraphrases) batch for generation
+        self.size_unit = config.vision.patch_size
+        self.pad_square = bool(getattr(self.hf.image_processor, "do_pad", False))
         if not (self.hf.chat_template or self.tokenizer.chat_template):
             raise CheckpointError(f"{checkpoint_dir} has no chat template; jaxprobe builds prompts with the "
                                   "checkpoint's own template")
@@ -102,6 +121,9 @@ class LlavaHFProcessor:
             raise CheckpointError(f"the tokenizer in {checkpoint_dir} maps {self.hf.image_token!r} to "
                                   f"{self.hf.image_token_id} but config.json's image_token_index is "
                                   f"{config.image_token_id}: tokenizer files are missing or from another model")
+
+    def native_size(self, height: int, width: int) -> tuple[int, int]:
+        return fixed_tower_size(height, width, self.config.vision.image_size, self.pad_square)
 
     def prompt(self, class_names: Sequence[str], question: str) -> Prompt:
         messages = [{"role": "user", "content": [{"type": "image"},
@@ -112,8 +134,10 @@ class LlavaHFProcessor:
         letters = _letters(class_names)
         return Prompt(text, option_token_ids(self.tokenizer, text, letters), letters)
 
-    def encode(self, prompt: Prompt, images: Sequence[np.ndarray]) -> ModelInputs:
-        batch = self.hf(text=[prompt.text] * len(images), images=list(images), return_tensors="np")
+    def encode(self, prompt: Prompt | Sequence[Prompt], images: Sequence[np.ndarray]) -> ModelInputs:
+        """Inputs for one prompt per image (or one prompt for all), padded on the left if their lengths differ."""
+        batch = self.hf(text=prompt_texts(prompt, len(images)), images=list(images), return_tensors="np",
+                        padding=True)
         ids, mask = np.asarray(batch["input_ids"]), np.asarray(batch["attention_mask"])
         image_mask = ids == self.config.image_token_id
         expected = image_tokens(self.config.vision)
@@ -142,17 +166,23 @@ class RepositoryProcessor:
                                   f"{config_json['mm_vision_tower']}/preprocessor_config.json; put the tower's "
                                   "preprocessor_config.json there")
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(checkpoint_dir)
+            # the LLM's config picks the tokenizer class if tokenizer_config.json names none (llava_* is unknown)
+            self.tokenizer = AutoTokenizer.from_pretrained(checkpoint_dir,
+                                                           config=repository.text_hf_config(config_json))
             self.image_processor = CLIPImageProcessorPil.from_pretrained(tower)
         except (OSError, ValueError, TypeError) as error:
             raise CheckpointError(f"{checkpoint_dir} lacks a usable tokenizer or {tower}/preprocessor_config.json: "
                                   f"{error}") from error
         self.config, self.conversation = config, CONVERSATIONS[config_json["model_type"]]
         self.pad_square = config_json.get("image_aspect_ratio") == "pad"
+        self.size_unit = config.vision.patch_size
         self.max_length = int(config_json.get("tokenizer_model_max_length") or 0)
         if self.conversation.bos and self.tokenizer.bos_token_id is None:
             raise CheckpointError(f"the tokenizer in {checkpoint_dir} has no BOS token, which this model's prompts "
                                   "start with")
+
+    def native_size(self, height: int, width: int) -> tuple[int, int]:
+        return fixed_tower_size(height, width, self.config.vision.image_size, self.pad_square)
 
     def prompt(self, class_names: Sequence[str], question: str) -> Prompt:
         user = f"{IMAGE_PLACEHOLDER}\n{question_text(class_names, question)}"
@@ -184,13 +214,17 @@ class RepositoryProcessor:
         batch = self.image_processor(images=list(images), return_tensors="np")
         return _check_pixels(np.asarray(batch["pixel_values"]), self.config, "the tower's image processor")
 
-    def encode(self, prompt: Prompt, images: Sequence[np.ndarray]) -> ModelInputs:
-        ids, start = self.token_ids(prompt.text)
-        batch = len(images)
-        input_ids = np.tile(np.asarray(ids, np.int32), (batch, 1))
-        mask = np.ones_like(input_ids)
-        image_mask = np.zeros(input_ids.shape, bool)
-        image_mask[:, start:start + image_tokens(self.config.vision)] = True
+    def encode(self, prompt: Prompt | Sequence[Prompt], images: Sequence[np.ndarray]) -> ModelInputs:
+        """Inputs for one prompt per image (or one prompt for all), padded on the left if their lengths differ."""
+        rows = [self.token_ids(text) for text in prompt_texts(prompt, len(images))]
+        width = max(len(ids) for ids, _ in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = np.full((len(rows), width), pad, np.int32)
+        mask, image_mask = np.zeros_like(input_ids), np.zeros(input_ids.shape, bool)
+        for row, (ids, start) in enumerate(rows):
+            offset = width - len(ids)
+            input_ids[row, offset:], mask[row, offset:] = ids, 1
+            image_mask[row, offset + start:offset + start + image_tokens(self.config.vision)] = True
         return ModelInputs(input_ids=input_ids, attention_mask=mask, positions=one_d_positions(mask),
                            pixels=self.pixels(images), image_mask=image_mask, last_index=last_token_index(mask))
 
