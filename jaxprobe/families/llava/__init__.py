@@ -64,7 +64,8 @@ class LlavaFamily:
     def init_inputs(self, config: VLMConfig) -> ModelInputs:
         size = config.vision.image_size
         ids = np.zeros((1, INIT_TOKENS), np.int32)
-        return ModelInputs(input_ids=ids, attention_mask=np.ones_like(ids), positions=one_d_positions(np.ones_like(ids)),
+        return ModelInputs(input_ids=ids, attention_mask=np.ones_like(ids),
+                           positions=one_d_positions(np.ones_like(ids)),
                            pixels=np.zeros((1, config.vision.in_channels, size, size), np.float32),
                            image_mask=np.zeros_like(ids, bool), last_index=np.zeros(1, np.int32))
 

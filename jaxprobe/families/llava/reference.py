@@ -40,7 +40,8 @@ def _tower_fields(checkpoint_dir: Path, config_json: dict[str, Any]) -> dict[str
 
 def llava_hf_config(checkpoint_dir: Path, config_json: dict[str, Any]) -> dict[str, Any]:
     """A repository-layout config.json as transformers' ``llava`` config computing the same model."""
-    text = {**repository.llm_fields(config_json), "model_type": repository.LLM_OF[config_json["model_type"]]}
+    text = {key: value for key, value in repository.llm_fields(config_json).items() if key != "architectures"}
+    text["model_type"] = repository.LLM_OF[config_json["model_type"]]
     select = config_json.get("mm_vision_select_feature", repository.DEFAULTS["mm_vision_select_feature"])
     vision = _tower_fields(checkpoint_dir, config_json)
     tokens = (vision["image_size"] // vision["patch_size"]) ** 2 + (select == "cls_patch")
@@ -121,7 +122,8 @@ class LlavaReference:
         finally:
             for hook in hooks:
                 hook.remove()
-        out = {key: (value[0] if isinstance(value, tuple) else value).float().numpy() for key, value in captured.items()}
+        out = {key: (value[0] if isinstance(value, tuple) else value).float().numpy()
+               for key, value in captured.items()}
         out["connector.output"] = torch.stack(list(projected)).float().numpy()
         out["logits"] = logits.float().numpy()
         return out

@@ -22,7 +22,8 @@ from typing import Any
 from safetensors.numpy import save_file
 
 from jaxprobe.errors import CheckpointError
-from jaxprobe.families.llava.config import HF_MODEL_TYPE, REPOSITORY_MODEL_TYPES
+from jaxprobe.families.llava import repository
+from jaxprobe.families.llava.config import HF_MODEL_TYPE
 from jaxprobe.families.llava.keymap import to_llava_hf
 from jaxprobe.families.tiny import Shapes, linear, norm, random_tensors, write_json, write_tokenizer
 from jaxprobe.weights.reader import SINGLE_FILE
@@ -33,7 +34,7 @@ REPOSITORY_TOWER = "model.vision_tower.vision_tower."  # + vision_model.*: the C
 TOWER_FOLDER = "./vit/clip_vit_tiny_patch8_32"
 ARCHITECTURES = {"llava_llama": "LlavaLlamaForCausalLM", "llava_mistral": "LlavaMistralForCausalLM",
                  "llava_qwen2": "LlavaQwen2ForCausalLM", HF_MODEL_TYPE: "LlavaForConditionalGeneration"}
-LLM_OF = {"llava_llama": "llama", "llava_mistral": "mistral", "llava_qwen2": "qwen2", HF_MODEL_TYPE: "llama"}
+LLM_OF = {**repository.LLM_OF, HF_MODEL_TYPE: "llama"}  # the -hf tiny: HuatuoGPT-Vision-34B-hf's Yi (a Llama)
 TEXT = {  # Yi-1.5-like: GQA, rope theta 5e6, no biases; legacy rope fields as the real config.json has them
     "vocab_size": 512, "hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2,
     "num_attention_heads": 6, "num_key_value_heads": 2, "hidden_act": "silu", "max_position_embeddings": 4096,
@@ -161,7 +162,8 @@ def _write_tower_folder(out_dir: Path, config: Mapping[str, Any], tensors: Mappi
     write_json(folder / "config.json", {"model_type": "clip", "architectures": ["CLIPModel"], "vision_config": vision,
                                         "text_config": clip_text, "projection_dim": vision["projection_dim"]})
     write_json(folder / "preprocessor_config.json", image_processor_config(vision, "CLIPImageProcessor"))
-    tower = {name[len(REPOSITORY_TOWER):]: value for name, value in tensors.items() if name.startswith(REPOSITORY_TOWER)}
+    tower = {name[len(REPOSITORY_TOWER):]: value for name, value in tensors.items()
+             if name.startswith(REPOSITORY_TOWER)}
     save_file(tower, folder / SINGLE_FILE, metadata={"format": "pt"})
 
 
