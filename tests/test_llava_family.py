@@ -318,3 +318,11 @@ def test_every_layout_names_the_same_parameter(part):
     targets = [keys.targets(name) for name in LAYOUTS[part]]
     assert targets[0] and all(target == targets[0] for target in targets), targets
     assert keys.targets("model.vision_tower.vision_tower.vision_model.post_layernorm.weight") == []  # unused
+
+
+def test_hf_processor_without_processor_config_takes_its_settings_from_config_json(tmp_path):
+    directory = FAMILY.tiny_checkpoint(tmp_path, "llava")
+    (directory / "processor_config.json").unlink()
+    processor = FAMILY.processor(directory)
+    inputs = processor.encode(processor.prompt(["a", "b"], QUESTION), [np.zeros((8, 8, 3), np.uint8)])
+    assert inputs.image_mask.sum() == 16

@@ -110,6 +110,8 @@ class LlavaHFProcessor:
         except (OSError, ValueError, TypeError) as error:
             raise CheckpointError(f"{checkpoint_dir} lacks a usable tokenizer, preprocessor_config.json or "
                                   f"processor_config.json: {error}") from error
+        if not (checkpoint_dir / "processor_config.json").is_file():
+            self._settings_from(config)
         self.tokenizer, self.config = self.hf.tokenizer, config
         self.tokenizer.padding_side = "left"  # prompts of different lengths (paraphrases) batch for generation
         self.size_unit = config.vision.patch_size
@@ -121,6 +123,13 @@ class LlavaHFProcessor:
             raise CheckpointError(f"the tokenizer in {checkpoint_dir} maps {self.hf.image_token!r} to "
                                   f"{self.hf.image_token_id} but config.json's image_token_index is "
                                   f"{config.image_token_id}: tokenizer files are missing or from another model")
+
+    def _settings_from(self, config: VLMConfig) -> None:
+        """Without processor_config.json, ``LlavaProcessor`` knows neither the patch size nor that CLIP's CLS token
+        counts: take them from config.json (what the llava-hf conversions write there)."""
+        self.hf.patch_size = config.vision.patch_size
+        self.hf.vision_feature_select_strategy = "default" if config.vision.drop_cls else "full"
+        self.hf.num_additional_image_tokens = 1
 
     def native_size(self, height: int, width: int) -> tuple[int, int]:
         return fixed_tower_size(height, width, self.config.vision.image_size, self.pad_square)
