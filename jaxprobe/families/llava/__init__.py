@@ -37,6 +37,7 @@ SHARDING_RULES = [
     (r"vision/blocks/([qkv]_proj|fc1)/kernel", (None, None, "model")),
     (r"vision/blocks/([qkv]_proj|fc1)/bias", (None, "model")),
     (r"vision/blocks/(out_proj|fc2)/kernel", (None, "model", None)),
+    (r"vision/(patch_embed/kernel|position_embedding)", (None, "model")),
     (r"connector/linear_1/kernel", (None, "model")),
     (r"connector/linear_1/bias", ("model",)),
     (r"connector/linear_2/kernel", ("model", None)),
