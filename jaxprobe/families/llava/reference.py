@@ -68,10 +68,10 @@ def convert_repository(checkpoint_dir: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def _load_strictly(directory: Path) -> Any:
+def _load_strictly(directory: Path, dtype: str) -> Any:
     from transformers import LlavaForConditionalGeneration
 
-    model, info = LlavaForConditionalGeneration.from_pretrained(directory, dtype="float32", output_loading_info=True)
+    model, info = LlavaForConditionalGeneration.from_pretrained(directory, dtype=dtype, output_loading_info=True)
     problems = {key: sorted(value)[:5] for key, value in info.items() if value}
     if problems:
         raise CheckpointError(f"transformers' llava classes do not load the renamed checkpoint cleanly: {problems}")
@@ -95,13 +95,14 @@ def torch_inputs(inputs: ModelInputs, image_token_id: int, positions: bool = Tru
 
 
 class LlavaReference:
-    def load(self, checkpoint_dir: Path) -> Any:
+    def load(self, checkpoint_dir: Path, dtype: str = "float32") -> Any:
+        """transformers' llava model in ``dtype`` (a repository checkpoint after the documented renaming)."""
         require_torch()
         checkpoint_dir = Path(checkpoint_dir)
         if not is_repository_layout(read_config_json(checkpoint_dir)):
-            return _load_strictly(checkpoint_dir)
+            return _load_strictly(checkpoint_dir, dtype)
         with tempfile.TemporaryDirectory() as scratch:
-            return _load_strictly(convert_repository(checkpoint_dir, Path(scratch)))
+            return _load_strictly(convert_repository(checkpoint_dir, Path(scratch)), dtype)
 
     def run(self, model: Any, inputs: ModelInputs) -> dict[str, np.ndarray]:
         """Every CLIP block's output, the projector output, every decoder layer's output, and the logits."""
