@@ -293,6 +293,7 @@ def test_study_cell_end_to_end_on_a_tiny_repository_checkpoint(repository, tmp_p
     scores = json.loads((workdir / "scores.json").read_text())
     verdict = next(v for v in scores["diagnosis"] if v["mode"] == "connector projection fidelity")
     assert verdict["sites"] == ["vision.layer_01", "connector.output"]
+    assert scores["unplaced_sites"] == []  # the .cls sites are known names, probed but off the curve
     manifest = json.loads((workdir / "manifest.json").read_text())
     assert manifest["stages"]["extract"]["family"] == "llava"
 
