@@ -1,9 +1,9 @@
-"""One config per study cell (PAPER.md: 14 medical MLLMs + 2 general bases x BUSI, COVID19-CT, chest X-ray).
+"""One config per study cell (PAPER.md: 14 medical MLLMs + 2 general bases + LLaVA-Med v1.5 x 3 datasets).
 
 Select a cell as ``study:<model>:<dataset>``, e.g. ``jaxprobe run study:lingshu_7b:busi --set
 data.manual_dir=~/data/busi``. Hub ids are the publishers' repositories as of 2026; pin one with
-``--set model.revision=<commit>``. Cells whose architecture jaxprobe does not implement yet stop before any
-work with a message saying so.
+``--set model.revision=<commit>``. Every cell's architecture is implemented (`jaxprobe models`); a checkpoint
+whose config.json holds something a family does not implement stops before any work and says what.
 """
 
 from pathlib import Path
@@ -30,6 +30,8 @@ MODELS = {
     "medgemma_1_5_4b": ("google/medgemma-1.5-4b-it", "gemma3"),
     "qwen25_vl_7b": ("Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl"),
     "gemma_3_4b": ("google/gemma-3-4b-it", "gemma3"),
+    # not in the study: the classic LLaVA-repository-layout medical MLLM (PAPER.md, "users will also ask for")
+    "llava_med_v1_5_7b": ("microsoft/llava-med-v1.5-mistral-7b", "llava_mistral"),
 }
 DATASETS = ("busi", "covid19_ct", "chest_xray")
 CELLS = tuple(f"{model}:{dataset}" for model in MODELS for dataset in DATASETS)

@@ -166,4 +166,4 @@ def test_configs_ship_inside_the_wheel(tmp_path):
     assert result.returncode == 0, result.stderr
     module, demo, checkpoint, cells = result.stdout.split()
     assert module.startswith(str(tmp_path / "site")) and demo == str(tmp_path / "site/jaxprobe/configs/demo.py")
-    assert checkpoint == "lingshu-medical-mllm/Lingshu-7B" and cells == "48"
+    assert checkpoint == "lingshu-medical-mllm/Lingshu-7B" and cells == "51"

@@ -169,3 +169,16 @@ def test_curve_is_in_model_order_and_names_are_checked():
     curve, unplaced = selected_curve(odd, "logistic")
     assert unplaced == ["my.features"] and "my.features" not in set(curve.site)
     assert np.isclose(curve.accuracy.iloc[0], 0.80)
+
+
+
+def test_cls_sites_are_placed_but_not_on_the_vision_curve():
+    """A CLS tower's ``vision.layer_NN.cls`` sites are known names (not "unplaced"), but the vision curve is the
+    patch means, as for every tower."""
+    rows = _probe_rows(HEALTHY)
+    cls = rows[rows.site.str.startswith("vision.")].assign(site=lambda d: d.site + ".cls", accuracy=0.1)
+    curve, unplaced = selected_curve(pd.concat([rows, cls], ignore_index=True), "logistic")
+    assert site_module("vision.layer_03.cls") == ("vision_cls", 3) and unplaced == []
+    assert list(curve.loc[curve.module == "vision", "site"]) == ["vision.layer_00", "vision.layer_01",
+                                                                  "vision.layer_02"]
+    assert not curve.site.str.endswith(".cls").any()

@@ -29,7 +29,7 @@ def test_cells_and_overrides(config_list):
         pick_cells(cells, "2")
     assert cell_overrides("study:lingshu_7b:busi", ["data.manual_dir=~/dl/{dataset}", "workdir=runs/{cell}"]) == [
         "data.manual_dir=~/dl/busi", "workdir=runs/lingshu_7b_busi"]
-    assert len(sweep_cells("sweep")) == 48
+    assert len(sweep_cells("sweep")) == 51
 
 
 def test_sweep_records_failures_and_goes_on(config_list, tmp_path, capsys):

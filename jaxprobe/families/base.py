@@ -130,7 +130,11 @@ class Reference(Protocol):
 
 
 class Family(Protocol):
-    """One checkpoint family: config translation, key map, processor, site layout, tiny checkpoints, reference."""
+    """One checkpoint family: config translation, key map, processor, site layout, tiny checkpoints, reference.
+
+    Optional: ``check_checkpoint(checkpoint_dir, config)``, which ``load_model`` calls before converting, for checks
+    of the files a key map cannot make (llava: the repository layout's two copies of the vision tower).
+    """
 
     name: str  # e.g. "qwen_vl"
     model_types: tuple[str, ...]  # config.json model_types it claims

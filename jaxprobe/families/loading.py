@@ -87,6 +87,9 @@ def load_model(checkpoint_dir: str | Path, dtype: Any = "float32", mesh: Mesh | 
     placement = sharding_for(family, config, mesh)
 
     def convert() -> dict[str, Any]:
+        check = getattr(family, "check_checkpoint", None)  # optional: a family's own checks of the files
+        if check is not None:
+            check(checkpoint_dir, config)
         return load_params(checkpoint_dir, family.keymap(config), abstract_params(family, config), dtype, placement)
 
     if cache_dir is False:

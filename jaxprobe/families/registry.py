@@ -8,10 +8,11 @@ from jaxprobe.errors import ConfigError
 from jaxprobe.families.base import Family
 from jaxprobe.families.gemma3 import Gemma3Family
 from jaxprobe.families.hulumed import HuluMedFamily
+from jaxprobe.families.llava import LlavaFamily
 from jaxprobe.families.qwen_vl import QwenVLFamily
 from jaxprobe.weights.reader import read_config_json
 
-FAMILIES: tuple[Family, ...] = (QwenVLFamily(), HuluMedFamily(), Gemma3Family())
+FAMILIES: tuple[Family, ...] = (QwenVLFamily(), HuluMedFamily(), Gemma3Family(), LlavaFamily())
 
 
 def supported_model_types() -> list[str]:

@@ -4,7 +4,9 @@ Site names (DESIGN.md) carry the module: ``vision.layer_07``, ``connector.output
 ``llm.layer_12.image_mean``, ``llm.layer_12.last_token``; the zero-shot answer is the site ``answer`` (option
 scores) and, when the model's reply was generated, ``answer.generated``. A store
 may hold only some modules (``capture.sites`` globs) or sites named otherwise (a user-made store): the curve
-keeps what it can place and says what it could not, so scoring reports the modules that are there.
+keeps what it can place and says what it could not, so scoring reports the modules that are there. A tower with
+a CLS token also has ``vision.layer_07.cls`` sites (module ``vision_cls``): probed, but the vision curve is the
+patch means, as for every other tower.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ ANSWER_SITE = "answer"  # the option-score answer
 GENERATED_SITE = "answer.generated"  # the parsed generated reply (the study's P_final)
 CURVE_COLUMNS = ("site", "module", "layer", "accuracy", "ci_low", "ci_high", "control_accuracy", "perm_p")
 EXTRA_METRICS = ("balanced_accuracy", "auroc", "macro_f1")  # carried into the curve when the probes have them
-_SITE = re.compile(r"^(?:vision\.layer_(?P<v>\d+)|connector\.output|llm\.layer_(?P<l>\d+)\.(?P<pool>image_mean|"
-                   r"last_token)|answer(?P<generated>\.generated)?)$")
+_SITE = re.compile(r"^(?:vision\.layer_(?P<v>\d+)(?P<cls>\.cls)?|connector\.output|"
+                   r"llm\.layer_(?P<l>\d+)\.(?P<pool>image_mean|last_token)|answer(?P<generated>\.generated)?)$")
 
 
 def site_module(site: str) -> tuple[str, int]:
@@ -34,7 +36,7 @@ def site_module(site: str) -> tuple[str, int]:
         raise ValueError(f"site {site!r} does not follow the DESIGN.md naming (vision.layer_NN, connector.output, "
                          "llm.layer_NN.image_mean|last_token, answer)")
     if match.group("v") is not None:
-        return "vision", int(match.group("v"))
+        return ("vision_cls" if match.group("cls") else "vision"), int(match.group("v"))
     if match.group("l") is not None:
         return ("llm_image" if match.group("pool") == "image_mean" else "llm_last"), int(match.group("l"))
     if site.startswith("connector"):
@@ -62,6 +64,7 @@ def selected_curve(probes: pd.DataFrame, kind: str) -> tuple[pd.DataFrame, list[
     rows = rows[rows["site"].map(placeable)]
     modules = rows["site"].map(site_module)
     rows["module"], rows["layer"] = modules.str[0], modules.str[1]
+    rows = rows[rows["module"].isin(MODULES)]  # vision_cls: probed, not on the curve
     rows["order"] = rows["module"].map(MODULES.index)
     extra = [c for c in rows.columns if c in EXTRA_METRICS or c.startswith("recall_")]
     keep = [*CURVE_COLUMNS, *extra]
