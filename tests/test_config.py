@@ -49,7 +49,7 @@ def test_study_cells_and_sweep():
     assert config.model.checkpoint == "lingshu-medical-mllm/Lingshu-7B" and config.data.name == "covid19_ct"
     assert config.model.family == "qwen2_5_vl" and config.workdir == "runs/lingshu_7b/covid19_ct"
     cells = load_config("sweep").cells
-    assert len(cells) == 16 * 3 and "medgemma_4b:busi" in cells
+    assert len(cells) == 17 * 3 and "medgemma_4b:busi" in cells and "llava_med_v1_5_7b:busi" in cells
     with pytest.raises(ConfigError, match="unknown study cell"):
         load_config("study:nobody:busi")
 
