@@ -76,7 +76,8 @@ def child(checkpoint: Path, cache_root: Path, dtype: str = "float32") -> None:
                              converter.version)
     jax.block_until_ready(result.params)
     seconds = time.perf_counter() - start
-    print(json.dumps({"baseline_rss": baseline, "peak_rss": peak_rss_bytes(), "seconds": seconds, "keymap": label}))
+    print(json.dumps({"baseline_rss": baseline, "peak_rss": peak_rss_bytes(), "seconds": seconds, "keymap": label,
+                      "cache_hit": result.hit}))
 
 
 def run_child(checkpoint: Path, cache_root: Path, dtype: str = "float32") -> dict:
@@ -152,14 +153,19 @@ def write_sharded_bf16(out: Path, text: dict, vision: dict) -> int:
 
 
 def measure_7b(workdir: Path) -> dict:
+    """Convert a real-size checkpoint, then load it again from the cache it wrote (a fresh process each)."""
     size = write_sharded_bf16(workdir / "ckpt7b", SEVEN_B_TEXT, SEVEN_B_VISION)
     run = run_child(workdir / "ckpt7b", workdir / "cache7b", "bfloat16")
+    restore = run_child(workdir / "ckpt7b", workdir / "cache7b", "bfloat16")
+    assert restore["cache_hit"] and not run["cache_hit"]
     return {"family": FAMILY, "shape": "Qwen2.5-VL-7B (8.3B parameters)", "keymap": run["keymap"],
             "checkpoint_mib": round(size / MIB, 1), "baseline_rss_mib": round(run["baseline_rss"] / MIB, 1),
             "peak_rss_mib": round(run["peak_rss"] / MIB, 1),
             "peak_over_checkpoint": round(run["peak_rss"] / size, 3),
             "growth_over_checkpoint": round((run["peak_rss"] - run["baseline_rss"]) / size, 3),
-            "convert_seconds": round(run["seconds"], 2)}
+            "convert_seconds": round(run["seconds"], 2),
+            "cache_restore_growth_over_checkpoint": round((restore["peak_rss"] - restore["baseline_rss"]) / size, 3),
+            "cache_restore_seconds": round(restore["seconds"], 2)}
 
 
 def markdown(result: dict) -> str:
@@ -168,6 +174,8 @@ def markdown(result: dict) -> str:
         f"| peak RSS "
         f"{result['peak_rss_mib']} MiB = {result['peak_over_checkpoint']}x | growth above import baseline "
         f"({result['baseline_rss_mib']} MiB) = {result['growth_over_checkpoint']}x | {result['convert_seconds']} s |"
+        + (f" cache restore: growth {result['cache_restore_growth_over_checkpoint']}x, "
+           f"{result['cache_restore_seconds']} s |" if "cache_restore_seconds" in result else "")
     )
 
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
@@ -316,7 +317,7 @@ def test_local_sources(tmp_path):
 
 def test_cache_entry_in_chunks_restores_identically(tmp_path):
     params = load(write_single(tmp_path / "ckpt", tensors()))
-    assert len(wcache.chunk_leaves(params, chunk_bytes=300)) >= 3
+    assert len(list(wcache.chunk_leaves(params, chunk_bytes=300))) >= 3
     entry = wcache.write_entry(tmp_path / "cache", "key", params, {"source": "x"}, chunk_bytes=300)
     assert len(list((entry / wcache.PARAMS_DIR).iterdir())) >= 3
     restored = leaves(wcache.restore_entry(entry))
@@ -388,3 +389,28 @@ def test_a_row_filled_twice_is_named(tmp_path):
     pattern = r"'(layers.1.norm|extra.1).weight'.* fills layers/norm/scale, already filled"
     with pytest.raises(CheckpointError, match=pattern):
         load_params(write_single(tmp_path / "ckpt", values), twice, stacked_abstract())
+
+
+def test_leaves_larger_than_a_chunk_are_saved_in_row_blocks_and_restored_sharded(tmp_path):
+    """A leaf over the chunk size is saved as row blocks (orbax copies a multi-GB array whole while saving it) and
+    restored into one buffer, whichever axis the restore shards."""
+    from flax import traverse_util
+
+    rng = np.random.default_rng(0)
+    params = {"stack": {"kernel": jnp.asarray(rng.standard_normal((6, 8, 4), np.float32))},
+              "embed": jnp.asarray(rng.standard_normal((16, 8), np.float32)),
+              "bias": jnp.asarray(rng.standard_normal((8,), np.float32))}
+    entry = wcache.write_entry(tmp_path / "cache", "key", params, {"source": "x"}, chunk_bytes=200)
+    saved = " ".join((chunk / "_METADATA").read_text() for chunk in (entry / wcache.PARAMS_DIR).iterdir())
+    assert "kernel@rows" in saved and "embed@rows" in saved and "bias@rows" not in saved
+    from jaxprobe.parallel import make_mesh
+
+    mesh = make_mesh(2, 4)
+    specs = {("stack", "kernel"): PartitionSpec(None, "model"), ("embed",): PartitionSpec("model", None),
+             ("bias",): PartitionSpec()}
+    restored = wcache.restore_entry(entry, lambda path: NamedSharding(mesh, specs[path]))
+    restored = traverse_util.flatten_dict(restored)
+    assert set(restored) == set(specs)
+    for path, value in traverse_util.flatten_dict(params).items():
+        np.testing.assert_array_equal(np.asarray(restored[path]), np.asarray(value))
+        assert restored[path].sharding.spec == specs[path]

@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,16 @@ from flax import traverse_util
 from jaxprobe import __version__
 from jaxprobe.errors import CheckpointError
 from jaxprobe.weights.hub import resolve_source
-from jaxprobe.weights.keymap import KeyMap
-from jaxprobe.weights.loader import DTypeLike, ShardingFor, dtype_name, load_params
+from jaxprobe.weights.keymap import KeyMap, ParamPath
+from jaxprobe.weights.loader import (
+    DTypeLike,
+    ShardingFor,
+    allocate,
+    block_setter,
+    dtype_name,
+    load_params,
+    rows_sharding,
+)
 from jaxprobe.weights.reader import read_config_json
 
 PARAMS_DIR = "params"
@@ -39,6 +47,7 @@ TMP_PREFIX = ".tmp-"
 KEY_LENGTH = 16  # hex digits of sha256: collisions are not a practical concern for a handful of entries
 CHUNK_BYTES = 64 * 2**20  # orbax's extra host copy while saving is bounded by one chunk
 CHUNK_DIGITS = 5
+BLOCK_MARK = "@rows"  # a leaf larger than a chunk is saved as row blocks named <leaf>@rows<first row>
 FINGERPRINT_SUFFIXES = (".safetensors",)
 FINGERPRINT_NAMES = ("config.json", "model.safetensors.index.json")
 CACHE_DIR_ENV = "JAXPROBE_CACHE_DIR"
@@ -130,49 +139,107 @@ def _checkpointer() -> Any:
     return ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_compression=False))
 
 
-def _restore_chunk(chunk_dir: Path, checkpointer: Any, sharding_for: ShardingFor | None) -> Params:
-    """Restore one chunk's arrays with the caller's placement (default: the first device)."""
+def _block_key(name: str, start: int) -> str:
+    return f"{name}{BLOCK_MARK}{start}"
+
+
+def _parse_block(path: ParamPath) -> tuple[ParamPath, int] | None:
+    """``(leaf path, first row)`` of a saved row block, ``None`` for a whole leaf."""
+    name, mark, start = path[-1].rpartition(BLOCK_MARK)
+    return ((*path[:-1], name), int(start)) if mark and start.isdigit() else None
+
+
+def _pieces(params: Params, chunk_bytes: int) -> Iterator[tuple[ParamPath, jax.Array]]:
+    """Every leaf, or, for a leaf larger than ``chunk_bytes``, its row blocks (axis 0, each at most a chunk or one
+    row), sliced only when reached so that one block at a time exists beside the params.
+
+    orbax copies a multi-GB array into a host buffer while saving it (measured: +3.5 GiB for a 7B model's stacked
+    MLP kernel), so whole leaves would cost a copy of the largest one.
+    """
+    for path, leaf in traverse_util.flatten_dict(params).items():
+        nbytes = leaf.size * leaf.dtype.itemsize
+        if nbytes <= chunk_bytes or leaf.ndim == 0 or leaf.shape[0] < 2:
+            yield path, leaf
+            continue
+        rows = max(1, chunk_bytes // (nbytes // leaf.shape[0]))
+        for first in range(0, leaf.shape[0], rows):
+            yield (*path[:-1], _block_key(path[-1], first)), leaf[first:first + rows]
+
+
+def chunk_leaves(params: Params, chunk_bytes: int) -> Iterator[Params]:
+    """Subtrees of at most ``chunk_bytes`` each (a block of one row larger than that gets a chunk of its own).
+
+    orbax stages the arrays it saves in host buffers; saving chunk by chunk bounds that extra memory by one chunk
+    instead of a second copy of the whole model. A generator, so blocks are sliced as their chunk is saved.
+    """
+    chunk: dict[ParamPath, jax.Array] = {}
+    size = 0
+    for path, piece in _pieces(params, chunk_bytes):
+        nbytes = piece.size * piece.dtype.itemsize
+        if chunk and size + nbytes > chunk_bytes:
+            yield traverse_util.unflatten_dict(chunk)
+            chunk, size = {}, 0
+        chunk[path] = piece
+        size += nbytes
+    if chunk:
+        yield traverse_util.unflatten_dict(chunk)
+
+
+def _chunk_metadata(chunk_dir: Path, checkpointer: Any) -> dict[ParamPath, Any]:
+    return traverse_util.flatten_dict(checkpointer.metadata(chunk_dir).item_metadata.tree)
+
+
+def _restore_chunk(chunk_dir: Path, checkpointer: Any, placement: dict[ParamPath, jax.sharding.Sharding]) -> Params:
+    """Restore one chunk's arrays, each placed as ``placement`` says."""
     import orbax.checkpoint as ocp
 
-    tree = checkpointer.metadata(chunk_dir).item_metadata.tree
-    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = traverse_util.unflatten_dict(
-        {
-            path: jax.ShapeDtypeStruct(
-                meta.shape, meta.dtype, sharding=(sharding_for and sharding_for(path)) or default
-            )
-            for path, meta in traverse_util.flatten_dict(tree).items()
-        }
+        {path: jax.ShapeDtypeStruct(meta.shape, meta.dtype, sharding=placement[path])
+         for path, meta in _chunk_metadata(chunk_dir, checkpointer).items()}
     )
     restore_args = ocp.checkpoint_utils.construct_restore_args(target)
-    return checkpointer.restore(chunk_dir, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args))
+    return traverse_util.flatten_dict(
+        checkpointer.restore(chunk_dir, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args)))
+
+
+def _split_leaf_shapes(metadata: dict[Path, dict[ParamPath, Any]]) -> dict[ParamPath, tuple[tuple[int, ...], Any]]:
+    """Full shape and dtype of every leaf saved as row blocks."""
+    rows: dict[ParamPath, int] = {}
+    tails: dict[ParamPath, tuple[tuple[int, ...], Any]] = {}
+    for chunk in metadata.values():
+        for path, meta in chunk.items():
+            if (block := _parse_block(path)) is not None:
+                rows[block[0]] = rows.get(block[0], 0) + meta.shape[0]
+                tails[block[0]] = (tuple(meta.shape[1:]), meta.dtype)
+    return {path: ((rows[path], *tails[path][0]), tails[path][1]) for path in rows}
 
 
 def restore_entry(entry: Path, sharding_for: ShardingFor | None = None) -> Params:
-    """Load a finished cache entry's params (all chunks), placed with ``sharding_for``."""
-    flat: dict[tuple[str, ...], jax.Array] = {}
+    """Load a finished cache entry's params (all chunks), placed with ``sharding_for``; a leaf saved as row blocks
+    is written block by block into its preallocated buffer, never held twice."""
+    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+    def leaf_sharding(path: ParamPath) -> jax.sharding.Sharding:
+        return (sharding_for and sharding_for(path)) or default
+
+    flat: dict[ParamPath, jax.Array] = {}
     with _checkpointer() as checkpointer:
-        for chunk_dir in sorted((entry.absolute() / PARAMS_DIR).iterdir()):
-            flat |= traverse_util.flatten_dict(_restore_chunk(chunk_dir, checkpointer, sharding_for))
+        chunk_dirs = sorted((entry.absolute() / PARAMS_DIR).iterdir())
+        metadata = {chunk_dir: _chunk_metadata(chunk_dir, checkpointer) for chunk_dir in chunk_dirs}
+        for path, (shape, dtype) in _split_leaf_shapes(metadata).items():
+            flat[path] = allocate(shape, dtype, leaf_sharding(path))
+        for chunk_dir in chunk_dirs:
+            blocks = {path: _parse_block(path) for path in metadata[chunk_dir]}
+            placement = {path: rows_sharding(leaf_sharding(block[0]), keep_rank=True) if block else leaf_sharding(path)
+                         for path, block in blocks.items()}
+            for path, array in _restore_chunk(chunk_dir, checkpointer, placement).items():
+                if (block := blocks[path]) is None:
+                    flat[path] = array
+                else:
+                    leaf, first = block
+                    # waited for: queued updates would keep their restored blocks alive (measured: +4 GiB on 7B)
+                    flat[leaf] = block_setter(leaf_sharding(leaf))(flat[leaf], array, first).block_until_ready()
     return traverse_util.unflatten_dict(flat)
-
-
-def chunk_leaves(params: Params, chunk_bytes: int) -> list[Params]:
-    """Split ``params`` into subtrees of at most ``chunk_bytes`` each (a larger leaf gets a chunk of its own).
-
-    orbax stages the arrays it saves in host buffers; saving chunk by chunk bounds that extra memory by one chunk
-    instead of a second copy of the whole model.
-    """
-    chunks: list[dict] = [{}]
-    size = 0
-    for path, leaf in traverse_util.flatten_dict(params).items():
-        nbytes = leaf.size * leaf.dtype.itemsize
-        if chunks[-1] and size + nbytes > chunk_bytes:
-            chunks.append({})
-            size = 0
-        chunks[-1][path] = leaf
-        size += nbytes
-    return [traverse_util.unflatten_dict(chunk) for chunk in chunks if chunk]
 
 
 def write_entry(

@@ -137,22 +137,35 @@ def _from_file(piece: Piece, shape: tuple[int, ...], sharding: jax.sharding.Shar
 
 
 @functools.cache
-def _row_setter(sharding: jax.sharding.Sharding):
-    return jax.jit(lambda buffer, row, layer: jax.lax.dynamic_update_index_in_dim(buffer, row, layer, 0),
-                   donate_argnums=0, out_shardings=sharding)
+def block_setter(sharding: jax.sharding.Sharding, one_row: bool = False):
+    """``(buffer, block, start) -> buffer`` with rows ``start:start + len(block)`` replaced (``one_row``: the block
+    is a single row without the leading axis), in place (the buffer is donated): how a stacked leaf is filled layer
+    by layer here and a cached leaf block by block on restore, without a second copy of the leaf."""
+    def update(buffer: jax.Array, block: jax.Array, start: jax.Array) -> jax.Array:
+        return jax.lax.dynamic_update_slice_in_dim(buffer, block[None] if one_row else block, start, 0)
+
+    return jax.jit(update, donate_argnums=0, out_shardings=sharding)
 
 
-def _row_sharding(sharding: jax.sharding.Sharding) -> jax.sharding.Sharding:
-    """The sharding of one row of a stacked leaf: the leaf's, minus the (never sharded) layer axis."""
-    if isinstance(sharding, NamedSharding):
-        return NamedSharding(sharding.mesh, PartitionSpec(*tuple(sharding.spec)[1:]))
-    return sharding
+def allocate(shape: tuple[int, ...], dtype: np.dtype, sharding: jax.sharding.Sharding) -> jax.Array:
+    """A zero leaf laid out as ``sharding`` (each device allocates only its shard), to be filled by
+    ``block_setter``."""
+    return jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=sharding)()
+
+
+def rows_sharding(sharding: jax.sharding.Sharding, keep_rank: bool = False) -> jax.sharding.Sharding:
+    """The sharding of some rows of a leaf: the leaf's with axis 0 unsharded (a stacked leaf's layer axis never
+    is), either without that axis (one layer) or with it (a block of rows)."""
+    if not isinstance(sharding, NamedSharding):
+        return sharding
+    spec = tuple(sharding.spec)[1:]
+    return NamedSharding(sharding.mesh, PartitionSpec(None, *spec) if keep_rank else PartitionSpec(*spec))
 
 
 def _stacked(pieces: list[Piece], shape: tuple[int, ...], sharding: jax.sharding.Sharding,
              dtype: np.dtype) -> jax.Array:
-    buffer = jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=sharding)()
-    setter, row_sharding = _row_setter(sharding), _row_sharding(sharding)
+    buffer = allocate(shape, dtype, sharding)
+    setter, row_sharding = block_setter(sharding, one_row=True), rows_sharding(sharding)
     for piece in sorted(pieces, key=lambda p: p.layer):
         buffer = setter(buffer, _from_file(piece, shape[1:], row_sharding, dtype), piece.layer)
     return buffer
