@@ -18,6 +18,7 @@ import numpy as np
 from jaxprobe.errors import CheckpointError, ConfigError
 from jaxprobe.models.config import VLMConfig
 from jaxprobe.models.inputs import ModelInputs
+from jaxprobe.models.layers import layer_name
 from jaxprobe.weights.keymap import KeyMap
 
 __all__ = ["Family", "FamilyProcessor", "ModelInputs", "Prompt", "Reference", "SiteLayout", "last_token_index",
@@ -42,6 +43,13 @@ class SiteLayout:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def reading_last_block(cls, config: VLMConfig) -> SiteLayout:
+        """The layout of a model whose connector reads the tower's last block (Qwen-VL, Hulu-Med, Gemma 3)."""
+        depth = config.vision.depth
+        return cls(vision_depth=depth, llm_depth=config.text.num_layers,
+                   connector_source=f"vision.{layer_name(depth - 1, depth)}")
 
 
 @dataclasses.dataclass(frozen=True)

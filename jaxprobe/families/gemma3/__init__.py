@@ -9,30 +9,22 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from jaxprobe.families import sharding
 from jaxprobe.families.base import ModelInputs, SiteLayout, last_token_index
 from jaxprobe.families.gemma3 import config as gemma3_config
 from jaxprobe.families.gemma3 import keymap as gemma3_keymap
 from jaxprobe.families.gemma3.processor import one_d_positions
 from jaxprobe.models.config import VLMConfig
-from jaxprobe.models.layers import layer_name
 from jaxprobe.weights.reader import read_config_json
 
 INIT_TOKENS = 8  # param shapes depend on the image size (position embeddings) but not on the sequence length
 TEXT_BEFORE, TEXT_AFTER = 6, 5  # synthetic prompts: random text around the image span
 
-# (param path regex, PartitionSpec entries over the full leaf; stacked leaves lead with the layer axis)
+# rules shared with other families and the format: jaxprobe/families/sharding.py
 SHARDING_RULES = [
-    (r"decoder/layers/self_attn/[qkv]_proj/kernel", (None, None, "model")),
-    (r"decoder/layers/self_attn/o_proj/kernel", (None, "model", None)),
-    (r"decoder/layers/mlp/(gate|up)_proj/kernel", (None, None, "model")),
-    (r"decoder/layers/mlp/down_proj/kernel", (None, "model", None)),
-    (r"decoder/embed_tokens/embedding", ("model", None)),
-    (r"decoder/lm_head/kernel", (None, "model")),
-    (r"vision/blocks/([qkv]_proj|fc1)/kernel", (None, None, "model")),
-    (r"vision/blocks/([qkv]_proj|fc1)/bias", (None, "model")),
-    (r"vision/blocks/(out_proj|fc2)/kernel", (None, "model", None)),
-    (r"vision/patch_embed/kernel", (None, "model")),  # 896 px SigLIP: [588, 1152]
-    (r"vision/patch_embed/bias", ("model",)),
+    *sharding.DECODER,
+    *sharding.VIT_BLOCKS,
+    (r"vision/patch_embed/bias", ("model",)),  # 896 px SigLIP: patch embedding [588, 1152]
     (r"vision/position_embedding", (None, "model")),  # [4096, 1152]: larger than a block's attention
     (r"connector/projection/kernel", (None, "model")),
 ]
@@ -87,9 +79,7 @@ class Gemma3Family:
 
     def site_layout(self, config: VLMConfig) -> SiteLayout:
         """The projector reads the last SigLIP block (after the tower's final LayerNorm)."""
-        depth = config.vision.depth
-        return SiteLayout(vision_depth=depth, llm_depth=config.text.num_layers,
-                          connector_source=f"vision.{layer_name(depth - 1, depth)}")
+        return SiteLayout.reading_last_block(config)
 
     def tiny_checkpoint(self, out_dir: Path, model_type: str, seed: int = 0) -> Path:
         from jaxprobe.families.gemma3.tiny import write_tiny_checkpoint

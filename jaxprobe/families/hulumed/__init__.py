@@ -12,32 +12,21 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from jaxprobe.families import sharding
 from jaxprobe.families.base import ModelInputs, SiteLayout, last_token_index
 from jaxprobe.families.hulumed import config as hulu_config
 from jaxprobe.families.hulumed import keymap as hulu_keymap
 from jaxprobe.models.config import VLMConfig
-from jaxprobe.models.layers import layer_name
 from jaxprobe.weights.reader import read_config_json
 
 INIT_TOKENS = 8  # param shapes depend on neither the sequence length nor the image grid
 
-# (param path regex, PartitionSpec entries over the full leaf; stacked leaves lead with the layer axis)
+# rules shared with other families and the format: jaxprobe/families/sharding.py
 SHARDING_RULES = [
-    (r"decoder/layers/self_attn/[qkv]_proj/kernel", (None, None, "model")),
-    (r"decoder/layers/self_attn/[qkv]_proj/bias", (None, "model")),
-    (r"decoder/layers/self_attn/o_proj/kernel", (None, "model", None)),
-    (r"decoder/layers/mlp/(gate|up)_proj/kernel", (None, None, "model")),
-    (r"decoder/layers/mlp/down_proj/kernel", (None, "model", None)),
-    (r"decoder/embed_tokens/embedding", ("model", None)),
-    (r"decoder/lm_head/kernel", (None, "model")),
-    (r"vision/blocks/([qkv]_proj|fc1)/kernel", (None, None, "model")),
-    (r"vision/blocks/([qkv]_proj|fc1)/bias", (None, "model")),
-    (r"vision/blocks/(out_proj|fc2)/kernel", (None, "model", None)),
-    (r"vision/patch_embed/kernel", (None, "model")),  # column-parallel: XLA reshards before the blocks
+    *sharding.DECODER,
+    *sharding.VIT_BLOCKS,
     (r"vision/patch_embed/bias", ("model",)),
-    (r"connector/linear_1/kernel", (None, "model")),
-    (r"connector/linear_1/bias", ("model",)),
-    (r"connector/linear_2/kernel", ("model", None)),
+    *sharding.MLP2X_CONNECTOR,
 ]
 
 
@@ -88,9 +77,7 @@ class HuluMedFamily:
 
     def site_layout(self, config: VLMConfig) -> SiteLayout:
         """The projector reads the last block's output (through the encoder's final LayerNorm)."""
-        depth = config.vision.depth
-        return SiteLayout(vision_depth=depth, llm_depth=config.text.num_layers,
-                          connector_source=f"vision.{layer_name(depth - 1, depth)}")
+        return SiteLayout.reading_last_block(config)
 
     def tiny_checkpoint(self, out_dir: Path, model_type: str, seed: int = 0) -> Path:
         from jaxprobe.families.hulumed.tiny import write_tiny_checkpoint

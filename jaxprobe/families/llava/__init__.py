@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from jaxprobe.families import sharding
 from jaxprobe.families.base import ModelInputs, SiteLayout, last_token_index
 from jaxprobe.families.llava import config as llava_config
 from jaxprobe.families.llava import keymap as llava_keymap
@@ -25,22 +26,12 @@ from jaxprobe.models.layers import layer_name
 
 INIT_TOKENS = 8  # param shapes depend on neither the sequence length nor the image tokens' count
 
-# (param path regex, PartitionSpec entries over the full leaf; stacked leaves lead with the layer axis)
+# rules shared with other families and the format: jaxprobe/families/sharding.py
 SHARDING_RULES = [
-    (r"decoder/layers/self_attn/[qkv]_proj/kernel", (None, None, "model")),
-    (r"decoder/layers/self_attn/[qkv]_proj/bias", (None, "model")),
-    (r"decoder/layers/self_attn/o_proj/kernel", (None, "model", None)),
-    (r"decoder/layers/mlp/(gate|up)_proj/kernel", (None, None, "model")),
-    (r"decoder/layers/mlp/down_proj/kernel", (None, "model", None)),
-    (r"decoder/embed_tokens/embedding", ("model", None)),
-    (r"decoder/lm_head/kernel", (None, "model")),
-    (r"vision/blocks/([qkv]_proj|fc1)/kernel", (None, None, "model")),
-    (r"vision/blocks/([qkv]_proj|fc1)/bias", (None, "model")),
-    (r"vision/blocks/(out_proj|fc2)/kernel", (None, "model", None)),
-    (r"vision/(patch_embed/kernel|position_embedding)", (None, "model")),
-    (r"connector/linear_1/kernel", (None, "model")),
-    (r"connector/linear_1/bias", ("model",)),
-    (r"connector/linear_2/kernel", ("model", None)),
+    *sharding.DECODER,
+    *sharding.VIT_BLOCKS,
+    (r"vision/position_embedding", (None, "model")),
+    *sharding.MLP2X_CONNECTOR,
 ]
 
 

@@ -7,24 +7,18 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from jaxprobe.families import sharding
 from jaxprobe.families.base import ModelInputs, SiteLayout
 from jaxprobe.families.qwen_vl import config as qwen_config
 from jaxprobe.families.qwen_vl import keymap as qwen_keymap
 from jaxprobe.models.config import VLMConfig
-from jaxprobe.models.layers import layer_name
 from jaxprobe.weights.reader import read_config_json
 
 INIT_TOKENS = 8  # param shapes depend on neither the sequence length nor the image grid
 
-# (param path regex, PartitionSpec entries over the full leaf; stacked leaves lead with the layer axis)
+# rules shared with other families and the format: jaxprobe/families/sharding.py
 SHARDING_RULES = [
-    (r"decoder/layers/self_attn/[qkv]_proj/kernel", (None, None, "model")),
-    (r"decoder/layers/self_attn/[qkv]_proj/bias", (None, "model")),
-    (r"decoder/layers/self_attn/o_proj/kernel", (None, "model", None)),
-    (r"decoder/layers/mlp/(gate|up)_proj/kernel", (None, None, "model")),
-    (r"decoder/layers/mlp/down_proj/kernel", (None, "model", None)),
-    (r"decoder/embed_tokens/embedding", ("model", None)),
-    (r"decoder/lm_head/kernel", (None, "model")),
+    *sharding.DECODER,
     (r"vision/blocks/mlp/(fc1|gate_proj|up_proj)/kernel", (None, None, "model")),
     (r"vision/blocks/mlp/(fc1|gate_proj|up_proj)/bias", (None, "model")),
     (r"vision/blocks/mlp/(fc2|down_proj)/kernel", (None, "model", None)),
@@ -87,9 +81,7 @@ class QwenVLFamily:
                            last_index=np.full(batch, ids.shape[1] - 1, np.int32), image_grid=grid)
 
     def site_layout(self, config: VLMConfig) -> SiteLayout:
-        depth = config.vision.depth
-        return SiteLayout(vision_depth=depth, llm_depth=config.text.num_layers,
-                          connector_source=f"vision.{layer_name(depth - 1, depth)}")
+        return SiteLayout.reading_last_block(config)
 
     def tiny_checkpoint(self, out_dir: Path, model_type: str, seed: int = 0) -> Path:
         from jaxprobe.families.qwen_vl.tiny import write_tiny_checkpoint
