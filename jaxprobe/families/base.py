@@ -112,6 +112,20 @@ class FamilyProcessor(Protocol):
         ...
 
 
+def load_tokenizer_and_image_processor(checkpoint_dir: Path, image_processor_class: Any) -> tuple[Any, Any]:
+    """The checkpoint's tokenizer and its ``preprocessor_config.json`` through ``image_processor_class`` (a
+    ``*ImageProcessorPil``: torchvision does not work beside this torch), or a ``CheckpointError`` naming what is
+    missing."""
+    from transformers import AutoTokenizer
+
+    try:
+        return (AutoTokenizer.from_pretrained(checkpoint_dir),
+                image_processor_class.from_pretrained(checkpoint_dir))
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{checkpoint_dir} lacks a usable tokenizer or preprocessor_config.json: "
+                              f"{error}") from error
+
+
 def require_torch() -> None:
     """The PyTorch reference needs torch; say how to get it instead of an ImportError."""
     try:

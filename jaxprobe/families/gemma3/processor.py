@@ -19,7 +19,14 @@ from typing import Any
 import numpy as np
 
 from jaxprobe.errors import CheckpointError, ConfigError
-from jaxprobe.families.base import ModelInputs, Prompt, last_token_index, option_token_ids, question_text
+from jaxprobe.families.base import (
+    ModelInputs,
+    Prompt,
+    last_token_index,
+    load_tokenizer_and_image_processor,
+    option_token_ids,
+    question_text,
+)
 from jaxprobe.models.config import VLMConfig
 
 PROCESSOR_CONFIG = "processor_config.json"
@@ -81,16 +88,11 @@ class Gemma3Processor:
     """``FamilyProcessor`` of Gemma 3 checkpoints."""
 
     def __init__(self, checkpoint_dir: str | Path, config: VLMConfig, tokens_per_image: int):
-        from transformers import AutoTokenizer, Gemma3ImageProcessorPil
+        from transformers import Gemma3ImageProcessorPil
         from transformers import Gemma3Processor as HFGemma3Processor
 
         checkpoint_dir = Path(checkpoint_dir)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(checkpoint_dir)
-            image_processor = Gemma3ImageProcessorPil.from_pretrained(checkpoint_dir)
-        except (OSError, ValueError) as error:
-            raise CheckpointError(f"{checkpoint_dir} lacks a usable tokenizer or preprocessor_config.json: "
-                                  f"{error}") from error
+        tokenizer, image_processor = load_tokenizer_and_image_processor(checkpoint_dir, Gemma3ImageProcessorPil)
         _check_tokenizer(tokenizer, config, checkpoint_dir)
         _check_image_processor(image_processor, config, checkpoint_dir)
         self.hf = HFGemma3Processor(image_processor, tokenizer, chat_template=tokenizer.chat_template,

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from jaxprobe.families.base import ModelInputs, require_torch
-from jaxprobe.models.layers import layer_name
+from jaxprobe.families.torch_reference import greedy_new_tokens, hooked_forward
 
 
 def torch_inputs(inputs: ModelInputs, positions: bool = True) -> dict[str, Any]:
@@ -25,11 +25,6 @@ def torch_inputs(inputs: ModelInputs, positions: bool = True) -> dict[str, Any]:
     return {key: torch.from_numpy(value) for key, value in arrays.items()}
 
 
-def _hooks(modules: Any, prefix: str, captured: dict[str, Any]) -> list[Any]:
-    return [module.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(
-        f"{prefix}.{layer_name(i, len(modules))}", out)) for i, module in enumerate(modules)]
-
-
 class Gemma3Reference:
     def load(self, checkpoint_dir: Path, dtype: str = "float32") -> Any:
         require_torch()
@@ -39,29 +34,14 @@ class Gemma3Reference:
 
     def run(self, model: Any, inputs: ModelInputs) -> dict[str, np.ndarray]:
         """Every SigLIP block's output, the projector's output, every decoder layer's output, and the logits."""
-        import torch
 
-        captured: dict[str, Any] = {}
-        hooks = (_hooks(model.model.vision_tower.encoder.layers, "vision", captured)
-                 + _hooks(model.model.language_model.layers, "llm", captured))
         tensors = torch_inputs(inputs)
-        try:
-            with torch.no_grad():
-                logits = model(**tensors).logits
-                projected = model.model.get_image_features(tensors["pixel_values"]).pooler_output
-        finally:
-            for hook in hooks:
-                hook.remove()
-        out = {key: (value[0] if isinstance(value, tuple) else value).float().numpy()
-               for key, value in captured.items()}
+        out, (logits, projected) = hooked_forward(
+            model.model.vision_tower.encoder.layers, model.model.language_model.layers,
+            lambda: (model(**tensors).logits, model.model.get_image_features(tensors["pixel_values"]).pooler_output))
         out["connector.output"] = projected.float().numpy()
         out["logits"] = logits.float().numpy()
         return out
 
     def generate(self, model: Any, inputs: ModelInputs, max_new_tokens: int) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
-            tokens = model.generate(**torch_inputs(inputs, positions=False), max_new_tokens=max_new_tokens,
-                                    do_sample=False, eos_token_id=None, pad_token_id=0)
-        return tokens[:, inputs.input_ids.shape[1]:].numpy()
+        return greedy_new_tokens(model, torch_inputs(inputs, positions=False), max_new_tokens)

@@ -29,7 +29,7 @@ import numpy as np
 from jaxprobe.errors import CheckpointError
 from jaxprobe.families.base import ModelInputs, require_torch
 from jaxprobe.families.hulumed.config import VISION_DEFAULTS, VISION_ROPE_THETA, llm_config, parse_config
-from jaxprobe.models.layers import layer_name
+from jaxprobe.families.torch_reference import greedy_new_tokens, hooked_forward
 from jaxprobe.weights.reader import checkpoint_headers, read_config_json
 
 RENAMES = (
@@ -108,35 +108,18 @@ class HuluMedReference:
         """Every encoder block's output, the projector output, every decoder layer's output, and the logits."""
         import torch
 
-        captured: dict[str, Any] = {}
-        blocks, layers = model.model.vision_model.encoder.layers, model.model.language_model.layers
-        hooks = [block.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(
-            f"vision.{layer_name(i, len(blocks))}", out)) for i, block in enumerate(blocks)]
-        hooks += [layer.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(
-            f"llm.{layer_name(i, len(layers))}", out)) for i, layer in enumerate(layers)]
         tensors = torch_inputs(inputs)
         positions = torch.from_numpy(np.asarray(inputs.positions, np.int64)[:, 0])
-        try:
-            with torch.no_grad():
-                logits = model(**tensors, position_ids=positions).logits
-                projected = model.model.get_image_features(tensors["pixel_values"], tensors["image_grid_thw"],
-                                                           tensors["image_merge_sizes"]).pooler_output
-        finally:
-            for hook in hooks:
-                hook.remove()
-        out = {}
-        for key, value in captured.items():
-            value = (value[0] if isinstance(value, tuple) else value).float().numpy()
-            out[key] = value.reshape(inputs.batch_size, -1, value.shape[-1])
+        sites, (logits, projected) = hooked_forward(
+            model.model.vision_model.encoder.layers, model.model.language_model.layers, lambda: (
+                model(**tensors, position_ids=positions).logits,
+                model.model.get_image_features(tensors["pixel_values"], tensors["image_grid_thw"],
+                                               tensors["image_merge_sizes"]).pooler_output))
+        out = {key: value.reshape(inputs.batch_size, -1, value.shape[-1]) for key, value in sites.items()}
         out["connector.output"] = torch.stack(list(projected)).float().numpy()
         out["logits"] = logits.float().numpy()
         return out
 
     def generate(self, model: Any, inputs: ModelInputs, max_new_tokens: int) -> np.ndarray:
         """Greedy, no EOS stop; positions from the attention mask (cumsum - 1), as ours."""
-        import torch
-
-        with torch.no_grad():
-            tokens = model.generate(**torch_inputs(inputs), max_new_tokens=max_new_tokens, do_sample=False,
-                                    eos_token_id=None, pad_token_id=0)
-        return tokens[:, inputs.input_ids.shape[1]:].numpy()
+        return greedy_new_tokens(model, torch_inputs(inputs), max_new_tokens)

@@ -23,7 +23,7 @@ from jaxprobe.families.llava import repository
 from jaxprobe.families.llava.config import is_repository_layout
 from jaxprobe.families.llava.keymap import to_llava_hf
 from jaxprobe.families.tiny import write_json
-from jaxprobe.models.layers import layer_name
+from jaxprobe.families.torch_reference import greedy_new_tokens, hooked_forward
 from jaxprobe.weights.reader import SINGLE_FILE, checkpoint_headers, read_config_json, read_slice
 
 
@@ -108,32 +108,14 @@ class LlavaReference:
         """Every CLIP block's output, the projector output, every decoder layer's output, and the logits."""
         import torch
 
-        captured: dict[str, Any] = {}
-        blocks = model.model.vision_tower.encoder.layers
-        layers = model.model.language_model.layers
-        hooks = [block.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(
-            f"vision.{layer_name(i, len(blocks))}", out)) for i, block in enumerate(blocks)]
-        hooks += [layer.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(
-            f"llm.{layer_name(i, len(layers))}", out)) for i, layer in enumerate(layers)]
         tensors = torch_inputs(inputs, model.config.image_token_index)
-        try:
-            with torch.no_grad():
-                logits = model(**tensors).logits
-                projected = model.model.get_image_features(tensors["pixel_values"]).pooler_output
-        finally:
-            for hook in hooks:
-                hook.remove()
-        out = {key: (value[0] if isinstance(value, tuple) else value).float().numpy()
-               for key, value in captured.items()}
+        out, (logits, projected) = hooked_forward(
+            model.model.vision_tower.encoder.layers, model.model.language_model.layers,
+            lambda: (model(**tensors).logits, model.model.get_image_features(tensors["pixel_values"]).pooler_output))
         out["connector.output"] = torch.stack(list(projected)).float().numpy()
         out["logits"] = logits.float().numpy()
         return out
 
     def generate(self, model: Any, inputs: ModelInputs, max_new_tokens: int) -> np.ndarray:
-        import torch
-
-        tensors = torch_inputs(inputs, model.config.image_token_index, positions=False)
-        with torch.no_grad():
-            tokens = model.generate(**tensors, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=None,
-                                    pad_token_id=0)
-        return tokens[:, inputs.input_ids.shape[1]:].numpy()
+        return greedy_new_tokens(model, torch_inputs(inputs, model.config.image_token_index, positions=False),
+                                 max_new_tokens)

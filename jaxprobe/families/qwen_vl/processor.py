@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from jaxprobe.errors import CheckpointError
-from jaxprobe.families.base import ModelInputs, Prompt, last_token_index, option_token_ids, question_text
+from jaxprobe.families.base import (
+    ModelInputs,
+    Prompt,
+    last_token_index,
+    load_tokenizer_and_image_processor,
+    option_token_ids,
+    question_text,
+)
 
 IMAGE_TOKEN, VIDEO_TOKEN = "<|image_pad|>", "<|video_pad|>"
 
@@ -69,15 +76,10 @@ class QwenVLProcessor:
     """``FamilyProcessor`` of Qwen2-VL / Qwen2.5-VL checkpoints."""
 
     def __init__(self, checkpoint_dir: str | Path, merge_size: int, image_token_id: int):
-        from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
+        from transformers import Qwen2VLImageProcessorPil
 
         checkpoint_dir = Path(checkpoint_dir)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(checkpoint_dir)
-            image_processor = Qwen2VLImageProcessorPil.from_pretrained(checkpoint_dir)
-        except (OSError, ValueError) as error:
-            raise CheckpointError(f"{checkpoint_dir} lacks a usable tokenizer or preprocessor_config.json: "
-                                  f"{error}") from error
+        tokenizer, image_processor = load_tokenizer_and_image_processor(checkpoint_dir, Qwen2VLImageProcessorPil)
         if not tokenizer.chat_template:
             raise CheckpointError(f"the tokenizer in {checkpoint_dir} has no chat template; jaxprobe builds prompts "
                                   "with the checkpoint's own template")

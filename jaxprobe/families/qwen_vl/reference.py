@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from jaxprobe.families.base import ModelInputs, require_torch
-from jaxprobe.models.layers import layer_name
+from jaxprobe.families.torch_reference import greedy_new_tokens, hooked_forward
 
 
 def torch_inputs(inputs: ModelInputs) -> dict[str, Any]:
@@ -35,34 +35,14 @@ class QwenVLReference:
         """Every vision block's output, the merger output, every decoder layer's output, and the logits."""
         import torch
 
-        captured: dict[str, Any] = {}
-        vision_blocks, layers = model.model.visual.blocks, model.model.language_model.layers
-        hooks = [block.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(
-            f"vision.{layer_name(i, len(vision_blocks))}", out)) for i, block in enumerate(vision_blocks)]
-        hooks += [layer.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(
-            f"llm.{layer_name(i, len(layers))}", out)) for i, layer in enumerate(layers)]
         tensors = torch_inputs(inputs)
-        try:
-            with torch.no_grad():
-                logits = model(**tensors).logits
-                merged = model.model.get_image_features(tensors["pixel_values"],
-                                                        tensors["image_grid_thw"]).pooler_output
-        finally:
-            for hook in hooks:
-                hook.remove()
-        batch = inputs.batch_size
-        out = {}
-        for key, value in captured.items():
-            value = (value[0] if isinstance(value, tuple) else value).float().numpy()
-            out[key] = value.reshape(batch, -1, value.shape[-1])
+        sites, (logits, merged) = hooked_forward(model.model.visual.blocks, model.model.language_model.layers, lambda: (
+            model(**tensors).logits,
+            model.model.get_image_features(tensors["pixel_values"], tensors["image_grid_thw"]).pooler_output))
+        out = {key: value.reshape(inputs.batch_size, -1, value.shape[-1]) for key, value in sites.items()}
         out["connector.output"] = torch.stack(list(merged)).float().numpy()
         out["logits"] = logits.float().numpy()
         return out
 
     def generate(self, model: Any, inputs: ModelInputs, max_new_tokens: int) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
-            tokens = model.generate(**torch_inputs(inputs), max_new_tokens=max_new_tokens, do_sample=False,
-                                    eos_token_id=None, pad_token_id=0)
-        return tokens[:, inputs.input_ids.shape[1]:].numpy()
+        return greedy_new_tokens(model, torch_inputs(inputs), max_new_tokens)
