@@ -54,6 +54,20 @@ def declared_attributes(config_class: type) -> set[str]:
     return {name for name in inspect.signature(config_class.__init__).parameters if name not in ("self", "kwargs")}
 
 
+def parse_hf_config(config_json: Mapping[str, Any], model_types: tuple[str, ...], family: str) -> Any:
+    """transformers' config object of ``config_json`` (its own class checks types and fills defaults), after
+    checking that the ``model_type`` is one of ``family``'s."""
+    from transformers import AutoConfig
+
+    model_type = config_json.get("model_type")
+    if model_type not in model_types:
+        raise ConfigError(f"model_type {model_type!r} is not a {family} model ({', '.join(model_types)})")
+    try:
+        return AutoConfig.for_model(**config_json)
+    except (TypeError, ValueError, KeyError) as error:
+        raise ConfigError(f"config.json of this {model_type} checkpoint does not parse: {error}") from error
+
+
 def check_attributes(hf_config: Any, rules: AttributeRules, family: str) -> None:
     """Refuse checked attributes with unsupported values and unaccounted attributes away from their default."""
     where = f"{rules.section}." if rules.section else ""

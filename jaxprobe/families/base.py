@@ -126,6 +126,16 @@ def load_tokenizer_and_image_processor(checkpoint_dir: Path, image_processor_cla
                               f"{error}") from error
 
 
+def chat_template_prompt(hf_processor: Any, tokenizer: Any, class_names: Sequence[str], question: str) -> Prompt:
+    """The prompt as the checkpoint's own chat template writes one user turn (the image, then the question with
+    lettered options) and opens the assistant's turn."""
+    messages = [{"role": "user", "content": [{"type": "image"},
+                                             {"type": "text", "text": question_text(class_names, question)}]}]
+    text = hf_processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    letters = list(string.ascii_uppercase[: len(class_names)])
+    return Prompt(text, option_token_ids(tokenizer, text, letters), letters)
+
+
 def require_torch() -> None:
     """The PyTorch reference needs torch; say how to get it instead of an ImportError."""
     try:

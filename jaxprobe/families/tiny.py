@@ -44,6 +44,28 @@ def norm(prefix: str, dim: int, bias: bool) -> Shapes:
     return {f"{prefix}.weight": (dim,), **({f"{prefix}.bias": (dim,)} if bias else {})}
 
 
+def decoder_shapes(text: Mapping[str, Any], qkv_bias: bool) -> Shapes:
+    """A Llama-style decoder (Llama, Mistral, Qwen2: q/k/v bias optional) under the ``model.*`` / ``lm_head``
+    names that the LLaVA repository and transformers' legacy save_pretrained write."""
+    hidden, inter, vocab = text["hidden_size"], text["intermediate_size"], text["vocab_size"]
+    head_dim = text.get("head_dim") or hidden // text["num_attention_heads"]
+    q_dim, kv_dim = text["num_attention_heads"] * head_dim, text["num_key_value_heads"] * head_dim
+    shapes: Shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,)}
+    if not text["tie_word_embeddings"]:
+        shapes["lm_head.weight"] = (vocab, hidden)
+    for i in range(text["num_hidden_layers"]):
+        p = f"model.layers.{i}"
+        shapes |= norm(f"{p}.input_layernorm", hidden, bias=False)
+        shapes |= norm(f"{p}.post_attention_layernorm", hidden, bias=False)
+        for proj, width in (("q_proj", q_dim), ("k_proj", kv_dim), ("v_proj", kv_dim)):
+            shapes |= linear(f"{p}.self_attn.{proj}", width, hidden, bias=qkv_bias)
+        shapes |= linear(f"{p}.self_attn.o_proj", hidden, q_dim, bias=False)
+        for proj, out_dim, in_dim in (("gate_proj", inter, hidden), ("up_proj", inter, hidden),
+                                      ("down_proj", hidden, inter)):
+            shapes |= linear(f"{p}.mlp.{proj}", out_dim, in_dim, bias=False)
+    return shapes
+
+
 def is_norm_scale(name: str) -> bool:
     return name.endswith(".weight") and any(k in name for k in ("norm", "ln_q", "layrnorm"))
 

@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from jaxprobe.errors import ConfigError
-from jaxprobe.families.attributes import AttributeRules, Check, check_attributes
+from jaxprobe.families.attributes import AttributeRules, Check, check_attributes, parse_hf_config
 from jaxprobe.families.decoder_config import text_config
 from jaxprobe.models.config import ConnectorConfig, VisionConfig, VLMConfig
 from jaxprobe.models.layers import ACTIVATIONS
@@ -67,17 +67,9 @@ def pooling_kernel(vision: VisionConfig, mm_tokens_per_image: int) -> int:
 
 def parse_config(config_json: dict[str, Any]) -> VLMConfig:
     """Our ``VLMConfig`` for a Gemma 3 multimodal ``config.json`` (refusing what we do not implement)."""
-    from transformers import AutoConfig
-
-    model_type = config_json.get("model_type")
-    if model_type == "gemma3_text":
+    if config_json.get("model_type") == "gemma3_text":
         raise ConfigError(f"model_type 'gemma3_text': {TEXT_ONLY_REASON}")
-    if model_type not in MODEL_TYPES:
-        raise ConfigError(f"model_type {model_type!r} is not a {FAMILY} model ({', '.join(MODEL_TYPES)})")
-    try:
-        hf = AutoConfig.for_model(**config_json)
-    except (TypeError, ValueError, KeyError) as error:
-        raise ConfigError(f"config.json of this {model_type} checkpoint does not parse: {error}") from error
+    hf = parse_hf_config(config_json, MODEL_TYPES, FAMILY)
     check_attributes(hf, TOP_RULES, FAMILY)
     vision = _vision(hf.vision_config)
     # Gemma3ForConditionalGeneration ties its LM head by the top-level flag, not the text config's.

@@ -11,7 +11,6 @@ writes one, so a templated prompt is tokenized without special tokens, as transf
 from __future__ import annotations
 
 import json
-import string
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,9 @@ from jaxprobe.errors import CheckpointError, ConfigError
 from jaxprobe.families.base import (
     ModelInputs,
     Prompt,
+    chat_template_prompt,
     last_token_index,
     load_tokenizer_and_image_processor,
-    option_token_ids,
-    question_text,
 )
 from jaxprobe.models.config import VLMConfig
 
@@ -108,11 +106,7 @@ class Gemma3Processor:
         return self.image_size, self.image_size
 
     def prompt(self, class_names: Sequence[str], question: str) -> Prompt:
-        messages = [{"role": "user", "content": [{"type": "image"},
-                                                 {"type": "text", "text": question_text(class_names, question)}]}]
-        text = self.hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        letters = list(string.ascii_uppercase[: len(class_names)])
-        return Prompt(text, option_token_ids(self.tokenizer, text, letters), letters)
+        return chat_template_prompt(self.hf, self.tokenizer, class_names, question)
 
     def encode(self, prompt: Prompt | Sequence[Prompt], images: Sequence[np.ndarray]) -> ModelInputs:
         """Inputs for one prompt per image (or one prompt for all), padded on the left if their lengths differ."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from jaxprobe.errors import ConfigError
-from jaxprobe.families.attributes import AttributeRules, check_attributes, equals
+from jaxprobe.families.attributes import AttributeRules, check_attributes, equals, parse_hf_config
 from jaxprobe.families.decoder_config import ACTIVATION, text_config
 from jaxprobe.models.config import ConnectorConfig, TextConfig, VisionConfig, VLMConfig
 
@@ -89,12 +89,7 @@ def image_tokens(vision: VisionConfig) -> int:
 
 def parse_hf(config_json: dict[str, Any]) -> VLMConfig:
     """transformers' ``llava`` (``LlavaForConditionalGeneration``): the -hf conversions."""
-    from transformers import AutoConfig
-
-    try:
-        hf = AutoConfig.for_model(**config_json)
-    except (TypeError, ValueError, KeyError) as error:
-        raise ConfigError(f"config.json of this llava checkpoint does not parse: {error}") from error
+    hf = parse_hf_config(config_json, ("llava",), FAMILY)
     check_attributes(hf, TOP_RULES, FAMILY)
     if hf.vision_config.model_type != "clip_vision_model":
         raise ConfigError(f"config.json vision_config.model_type={hf.vision_config.model_type!r}: jaxprobe's llava "

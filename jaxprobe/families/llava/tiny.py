@@ -25,7 +25,7 @@ from jaxprobe.errors import CheckpointError
 from jaxprobe.families.llava import repository
 from jaxprobe.families.llava.config import HF_MODEL_TYPE
 from jaxprobe.families.llava.keymap import to_llava_hf
-from jaxprobe.families.tiny import Shapes, linear, norm, random_tensors, write_json, write_tokenizer
+from jaxprobe.families.tiny import Shapes, decoder_shapes, linear, norm, random_tensors, write_json, write_tokenizer
 from jaxprobe.weights.reader import SINGLE_FILE
 
 SPECIAL_TOKENS = ("<unk>", "<|startoftext|>", "<|endoftext|>", "<image>")  # Yi's ids: pad/unk 0, bos 1, eos 2
@@ -68,27 +68,6 @@ def text_config(llm: str, overrides: Mapping[str, Any] | None = None) -> dict[st
     return {**TEXT, **LLM_EXTRAS[llm], **(overrides or {})}
 
 
-def text_shapes(text: Mapping[str, Any], llm: str) -> Shapes:
-    """The decoder under the repository's names (``model.*``, ``lm_head.weight``)."""
-    hidden, inter, vocab = text["hidden_size"], text["intermediate_size"], text["vocab_size"]
-    head_dim = text.get("head_dim") or hidden // text["num_attention_heads"]
-    q_dim, kv_dim = text["num_attention_heads"] * head_dim, text["num_key_value_heads"] * head_dim
-    shapes: Shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,)}
-    if not text["tie_word_embeddings"]:
-        shapes["lm_head.weight"] = (vocab, hidden)
-    for i in range(text["num_hidden_layers"]):
-        p = f"model.layers.{i}"
-        shapes |= norm(f"{p}.input_layernorm", hidden, bias=False)
-        shapes |= norm(f"{p}.post_attention_layernorm", hidden, bias=False)
-        for proj, width in (("q_proj", q_dim), ("k_proj", kv_dim), ("v_proj", kv_dim)):
-            shapes |= linear(f"{p}.self_attn.{proj}", width, hidden, bias=llm == "qwen2")
-        shapes |= linear(f"{p}.self_attn.o_proj", hidden, q_dim, bias=False)
-        shapes |= linear(f"{p}.mlp.gate_proj", inter, hidden, bias=False)
-        shapes |= linear(f"{p}.mlp.up_proj", inter, hidden, bias=False)
-        shapes |= linear(f"{p}.mlp.down_proj", hidden, inter, bias=False)
-    return shapes
-
-
 def clip_shapes(vision: Mapping[str, Any], prefix: str) -> Shapes:
     """A ``CLIPVisionModel``'s tensors under ``prefix`` + ``vision_model.``."""
     width, inner, patch = vision["hidden_size"], vision["intermediate_size"], vision["patch_size"]
@@ -109,7 +88,7 @@ def clip_shapes(vision: Mapping[str, Any], prefix: str) -> Shapes:
 def repository_shapes(text: Mapping[str, Any], vision: Mapping[str, Any], llm: str) -> Shapes:
     projector = (linear("model.mm_projector.0", text["hidden_size"], vision["hidden_size"])
                  | linear("model.mm_projector.2", text["hidden_size"], text["hidden_size"]))
-    return text_shapes(text, llm) | clip_shapes(vision, REPOSITORY_TOWER) | projector
+    return decoder_shapes(text, qkv_bias=llm == "qwen2") | clip_shapes(vision, REPOSITORY_TOWER) | projector
 
 
 def image_processor_config(vision: Mapping[str, Any], processor_type: str) -> dict[str, Any]:

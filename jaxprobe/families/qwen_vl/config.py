@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from jaxprobe.errors import ConfigError
-from jaxprobe.families.attributes import AttributeRules, Check, check_attributes, equals
+from jaxprobe.families.attributes import AttributeRules, Check, check_attributes, equals, parse_hf_config
 from jaxprobe.models.config import ConnectorConfig, TextConfig, VisionConfig, VLMConfig
 from jaxprobe.models.layers import ACTIVATIONS
 
@@ -82,15 +82,8 @@ def _text(hf: Any, tie: bool) -> TextConfig:
 
 def parse_config(config_json: dict[str, Any]) -> VLMConfig:
     """Our ``VLMConfig`` for a Qwen2-VL / Qwen2.5-VL ``config.json`` (refusing what we do not implement)."""
-    from transformers import AutoConfig
-
-    model_type = config_json.get("model_type")
-    if model_type not in MODEL_TYPES:
-        raise ConfigError(f"model_type {model_type!r} is not a {FAMILY} model ({', '.join(MODEL_TYPES)})")
-    try:
-        hf = AutoConfig.for_model(**config_json)
-    except (TypeError, ValueError, KeyError) as error:
-        raise ConfigError(f"config.json of this {model_type} checkpoint does not parse: {error}") from error
+    hf = parse_hf_config(config_json, MODEL_TYPES, FAMILY)
+    model_type = hf.model_type
     check_attributes(hf, TOP_RULES, FAMILY)
     check_attributes(hf.text_config, TEXT_RULES, FAMILY)
     check_attributes(hf.vision_config, VISION_RULES, FAMILY)

@@ -9,7 +9,6 @@ forward.
 from __future__ import annotations
 
 import itertools
-import string
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,10 +18,9 @@ from jaxprobe.errors import CheckpointError
 from jaxprobe.families.base import (
     ModelInputs,
     Prompt,
+    chat_template_prompt,
     last_token_index,
     load_tokenizer_and_image_processor,
-    option_token_ids,
-    question_text,
 )
 
 IMAGE_TOKEN, VIDEO_TOKEN = "<|image_pad|>", "<|video_pad|>"
@@ -104,11 +102,7 @@ class QwenVLProcessor:
         return smart_resize(height, width, factor=self.size_unit, min_pixels=low, max_pixels=high)
 
     def prompt(self, class_names: Sequence[str], question: str) -> Prompt:
-        messages = [{"role": "user", "content": [{"type": "image"},
-                                                 {"type": "text", "text": question_text(class_names, question)}]}]
-        text = self.hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        letters = list(string.ascii_uppercase[: len(class_names)])
-        return Prompt(text, option_token_ids(self.tokenizer, text, letters), letters)
+        return chat_template_prompt(self.hf, self.tokenizer, class_names, question)
 
     def encode(self, prompt: Prompt | Sequence[Prompt], images: Sequence[np.ndarray]) -> ModelInputs:
         """Inputs for one prompt per image (or one prompt for all), padded on the left if their lengths differ."""

@@ -15,7 +15,7 @@ from typing import Any
 from safetensors.numpy import save_file
 
 from jaxprobe.errors import CheckpointError
-from jaxprobe.families.tiny import Shapes, linear, norm, random_tensors, write_json, write_tokenizer
+from jaxprobe.families.tiny import Shapes, decoder_shapes, linear, norm, random_tensors, write_json, write_tokenizer
 from jaxprobe.weights.reader import SINGLE_FILE
 
 SPECIAL_TOKENS = (  # id = position; config.json's token ids are derived from this tuple
@@ -117,28 +117,6 @@ def tiny_config(model_type: str, text: Mapping[str, Any] | None = None,
     }
 
 
-def _text_shapes(text: Mapping[str, Any]) -> Shapes:
-    """The Qwen2 decoder under the legacy ``model.*`` / ``lm_head`` names that save_pretrained writes."""
-    hidden, inter, vocab = text["hidden_size"], text["intermediate_size"], text["vocab_size"]
-    head_dim = text.get("head_dim") or hidden // text["num_attention_heads"]
-    q_dim, kv_dim = text["num_attention_heads"] * head_dim, text["num_key_value_heads"] * head_dim
-    shapes: Shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,)}
-    if not text["tie_word_embeddings"]:
-        shapes["lm_head.weight"] = (vocab, hidden)
-    for i in range(text["num_hidden_layers"]):
-        p = f"model.layers.{i}"
-        shapes |= norm(f"{p}.input_layernorm", hidden, bias=False)
-        shapes |= norm(f"{p}.post_attention_layernorm", hidden, bias=False)
-        shapes |= linear(f"{p}.self_attn.q_proj", q_dim, hidden)
-        shapes |= linear(f"{p}.self_attn.k_proj", kv_dim, hidden)
-        shapes |= linear(f"{p}.self_attn.v_proj", kv_dim, hidden)
-        shapes |= linear(f"{p}.self_attn.o_proj", hidden, q_dim, bias=False)
-        shapes |= linear(f"{p}.mlp.gate_proj", inter, hidden, bias=False)
-        shapes |= linear(f"{p}.mlp.up_proj", inter, hidden, bias=False)
-        shapes |= linear(f"{p}.mlp.down_proj", hidden, inter, bias=False)
-    return shapes
-
-
 def _vision_shapes(
     vision: Mapping[str, Any], width: int, out_dim: int, block_mlp: Callable[[str], Shapes], layer_norm: bool
 ) -> Shapes:
@@ -167,7 +145,8 @@ def qwen2_vl_shapes(config: Mapping[str, Any]) -> Shapes:
     def mlp(p: str) -> Shapes:
         return linear(f"{p}.fc1", inner, width) | linear(f"{p}.fc2", width, inner)
 
-    return _text_shapes(config["text_config"]) | _vision_shapes(v, width, v["hidden_size"], mlp, layer_norm=True)
+    return (decoder_shapes(config["text_config"], qkv_bias=True)
+            | _vision_shapes(v, width, v["hidden_size"], mlp, layer_norm=True))
 
 
 def qwen2_5_vl_shapes(config: Mapping[str, Any]) -> Shapes:
@@ -182,7 +161,8 @@ def qwen2_5_vl_shapes(config: Mapping[str, Any]) -> Shapes:
             | linear(f"{p}.down_proj", width, inner)
         )
 
-    return _text_shapes(config["text_config"]) | _vision_shapes(v, width, v["out_hidden_size"], mlp, layer_norm=False)
+    return (decoder_shapes(config["text_config"], qkv_bias=True)
+            | _vision_shapes(v, width, v["out_hidden_size"], mlp, layer_norm=False))
 
 
 SHAPES: dict[str, Callable[[Mapping[str, Any]], Shapes]] = {
