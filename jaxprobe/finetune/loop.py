@@ -13,6 +13,7 @@ improvement; evaluations before training are recorded but never chosen.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxprobe.errors import ConfigError
 from jaxprobe.finetune.rows import Size, batches_per_epoch, epoch_batches, eval_batches
@@ -147,11 +148,33 @@ class Checkpoints:
         abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), like)
         state = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
         fields = {field.name for field in dataclasses.fields(Progress)}
-        return state["state"], Progress(**{key: value for key, value in meta.items() if key in fields})
+        placed = jax.tree.map(lambda value, model: jax.device_put(value, model.sharding), state["state"], like)
+        return placed, Progress(**{key: value for key, value in meta.items() if key in fields})
 
 
 def _copy(tree: Any) -> Any:
     return jax.tree.map(jnp.copy, tree)
+
+
+def _on_devices_of(tree: Any, reference: jax.Array) -> Any:
+    """Leaves placed elsewhere than ``reference`` (e.g. the optimizer's step counters) replicated over its devices,
+    so every leaf of the state lives on one mesh (as saved, and as restored)."""
+    sharding = reference.sharding
+    if not isinstance(sharding, NamedSharding):
+        return tree
+    replicated = NamedSharding(sharding.mesh, PartitionSpec())
+    return jax.tree.map(lambda leaf: leaf if leaf.sharding.device_set == sharding.device_set
+                        else jax.device_put(leaf, replicated), tree)
+
+
+@functools.partial(jax.jit, static_argnames=("task", "schedule", "total_steps"), donate_argnums=(0, 1))
+def _update(trainable: Any, opt_state: Any, frozen: Any, batch: Any, key: jax.Array, task: Task, schedule: Schedule,
+            total_steps: int) -> tuple[Any, Any, jax.Array]:
+    """One micro-batch: gradients of the trainable tree only, accumulated and applied by the optimizer (compiled
+    once per task and schedule, so a resumed run in the same process reuses the compilation)."""
+    loss, grads = jax.value_and_grad(task.loss)(trainable, frozen, batch, key)
+    updates, opt_state = optimizer(schedule, total_steps).update(grads, opt_state, trainable)
+    return optax.apply_updates(trainable, updates), opt_state, loss
 
 
 def train(task: Task, frozen: Any, trainable: Any, rows: Sequence[int], sizes: Sequence[Size], val_rows: Sequence[int],
@@ -161,6 +184,7 @@ def train(task: Task, frozen: Any, trainable: Any, rows: Sequence[int], sizes: S
     plan = Plan(batches_per_epoch(rows, sizes, schedule.batch_size), schedule)
     tx = optimizer(schedule, plan.total_steps)
     state = {"trainable": _copy(trainable), "opt_state": jax.jit(tx.init)(trainable), "best": _copy(trainable)}
+    state = _on_devices_of(state, jax.tree.leaves(trainable)[0])
     checkpoints = Checkpoints(directory, fingerprint)
     restored = checkpoints.restore(state)
     state, progress = restored if restored is not None else (state, Progress())
@@ -168,12 +192,6 @@ def train(task: Task, frozen: Any, trainable: Any, rows: Sequence[int], sizes: S
         log(f"{directory.name}: training already finished ({progress.micro} micro-batches); reusing it")
         return state["best"], progress
 
-    def update(trainable, opt_state, frozen, batch, key):
-        loss, grads = jax.value_and_grad(task.loss)(trainable, frozen, batch, key)
-        updates, opt_state = tx.update(grads, opt_state, trainable)
-        return optax.apply_updates(trainable, updates), opt_state, loss
-
-    step = jax.jit(update, donate_argnums=(0, 1))
     base_key = jax.random.key(schedule.seed)
     if not progress.evaluations:
         progress.evaluations.append({"step": 0, "epoch": 0, **task.evaluate(state["trainable"], frozen, val_rows)})
@@ -182,8 +200,9 @@ def train(task: Task, frozen: Any, trainable: Any, rows: Sequence[int], sizes: S
     while progress.micro < plan.total_micro and not progress.stopped_early:
         epoch, position = divmod(progress.micro, plan.per_epoch)
         batch_rows = epoch_batches(rows, sizes, schedule.batch_size, schedule.seed, epoch)[position]
-        trainable, opt_state, loss = step(state["trainable"], state["opt_state"], frozen, task.batch(batch_rows),
-                                          jax.random.fold_in(base_key, progress.micro))
+        trainable, opt_state, loss = _update(state["trainable"], state["opt_state"], frozen, task.batch(batch_rows),
+                                             jax.random.fold_in(base_key, progress.micro), task, schedule,
+                                             plan.total_steps)
         state = {**state, "trainable": trainable, "opt_state": opt_state}
         progress.micro += 1
         progress.losses.append(float(loss))

@@ -85,23 +85,38 @@ class LoraRun:
     after: dict[str, dict[str, float]]  # split -> the same with the kept adapter
 
 
-def train_lora(loaded: Any, processor: Any, rows: Rows, question: str, spec: LoraSpec, schedule: Schedule,
-               answer_form: str, eos: Sequence[int], remat: bool, mesh: Mesh, directory: Path,
-               fingerprint: str, log: Callable[[str], None] = print) -> LoraRun:
-    """Train a LoRA adapter on the ``train`` rows (early stopping on ``val``); no ``test`` row is read."""
+@dataclasses.dataclass(frozen=True)
+class LoraSetup:
+    """Everything a LoRA SFT run trains with: the task, the fresh adapter's factors and the frozen trees."""
+
+    task: SFTTask
+    trainable: Any  # A and B of every adapter (sharded like the kernels)
+    frozen: Any  # {"params": the base params, "constants": scale and dropout of every adapter}
+
+
+def prepare_lora(loaded: Any, processor: Any, rows: Rows, question: str, spec: LoraSpec, schedule: Schedule,
+                 answer_form: str, eos: Sequence[int], remat: bool, mesh: Mesh) -> LoraSetup:
+    """The SFT task (prompts and targets as extraction builds them) and a fresh adapter placed on ``mesh``."""
     config = dataclasses.replace(loaded.config, remat=remat)
     module = VisionLanguageModel(config, RunPlan.full(config), jnp.dtype(loaded.dtype))
-    train_rows, val_rows = rows.of("train"), rows.of("val")
     prompt = processor.prompt(rows.class_names, question)
-    targets = answer_targets(processor, prompt, rows.class_names, answer_form, eos, rows.images(train_rows[:1])[0])
+    targets = answer_targets(processor, prompt, rows.class_names, answer_form, eos,
+                             rows.images(rows.of("train")[:1])[0])
     lora = init_lora(jax.random.key(schedule.seed), loaded.params, spec)
     lora = jax.device_put(lora, lora_shardings(mesh, loaded.family.sharding_rules(config), loaded.params, lora))
     trainable, constants = split_lora(lora)
-    frozen = {"params": loaded.params, "constants": constants}
     task = SFTTask(module, processor, targets, rows, mesh, schedule.batch_size, spec.dropout > 0)
-    splits = {"train": train_rows, "val": val_rows}
-    before = {name: task.evaluate(trainable, frozen, split_rows) for name, split_rows in splits.items()}
-    best, progress = train(task, frozen, trainable, train_rows, rows.sizes, val_rows, schedule, directory,
-                           fingerprint, log)
+    return LoraSetup(task, trainable, {"params": loaded.params, "constants": constants})
+
+
+def train_lora(setup: LoraSetup, schedule: Schedule, directory: Path, fingerprint: str,
+               log: Callable[[str], None] = print) -> LoraRun:
+    """Train the adapter on the ``train`` rows (early stopping on ``val``) and score it before and after on both;
+    no ``test`` row is read."""
+    task, frozen = setup.task, setup.frozen
+    splits = {name: task.rows.of(name) for name in ("train", "val")}
+    before = {name: task.evaluate(setup.trainable, frozen, split_rows) for name, split_rows in splits.items()}
+    best, progress = train(task, frozen, setup.trainable, splits["train"], task.rows.sizes, splits["val"], schedule,
+                           directory, fingerprint, log)
     after = {name: task.evaluate(best, frozen, split_rows) for name, split_rows in splits.items()}
-    return LoraRun(join_lora(best, constants), progress, targets, before, after)
+    return LoraRun(join_lora(best, frozen["constants"]), progress, task.targets, before, after)

@@ -39,7 +39,7 @@ from jaxprobe.finetune.lora import adapted_kernels, joined
 from jaxprobe.finetune.peft import export_peft
 from jaxprobe.finetune.rows import Rows
 from jaxprobe.finetune.settings import FinetuneSettings
-from jaxprobe.finetune.sft import LoraRun, train_lora
+from jaxprobe.finetune.sft import LoraRun, prepare_lora, train_lora
 from jaxprobe.finetune.vision import SOURCE, VisionRun, train_vision
 from jaxprobe.manifest import record_stage
 from jaxprobe.models.layers import layer_name
@@ -116,10 +116,10 @@ def lora_part(context: Context, settings: FinetuneSettings, loaded: Any, fingerp
     """Train (or resume) the LoRA SFT, write the adapter and its PEFT export; the summary's ``lora`` entry."""
     config, out = context.config, context.out
     mesh = make_mesh(config.mesh.data, config.mesh.model)
-    run: LoraRun = train_lora(loaded, context.processor, context.rows, config.capture.question, settings.lora,
-                              settings.schedule, settings.answer, eos_token_ids(context.checkpoint,
-                                                                                context.processor.tokenizer),
-                              settings.remat, mesh, out / LORA_DIR, fingerprint, log)
+    eos = eos_token_ids(context.checkpoint, context.processor.tokenizer)
+    setup = prepare_lora(loaded, context.processor, context.rows, config.capture.question, settings.lora,
+                         settings.schedule, settings.answer, eos, settings.remat, mesh)
+    run: LoraRun = train_lora(setup, settings.schedule, out / LORA_DIR, fingerprint, log)
     spec = settings.lora
     meta = {"rank": spec.rank, "alpha": spec.alpha, "dropout": spec.dropout, "targets": list(spec.targets),
             "kernels": [joined(kernel) for kernel in adapted_kernels(run.lora)],
