@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import json
 from pathlib import Path
 
 import jax
@@ -140,3 +141,26 @@ def test_adapters_are_sharded_like_the_kernels_they_adapt(tiny):
     assert mlp["down_proj"]["a"].sharding.spec == PartitionSpec(None, "model", None)  # down: row-parallel
     assert mlp["down_proj"]["b"].sharding.spec == PartitionSpec(None, None, None)
     np.testing.assert_allclose(logits(sharded, inputs, placed), logits(loaded, inputs, lora), atol=1e-5)
+
+
+def test_peft_export_loads_into_transformers_with_the_same_logits(tiny, tmp_path):
+    """The adapter exported for PEFT, loaded with ``peft`` into transformers' model, gives our LoRA logits."""
+    import peft  # the test extra (pyproject.toml)
+
+    from jaxprobe.finetune.peft import CONFIG_FILE, export_peft
+
+    family, loaded, inputs = tiny
+    spec = LoraSpec(4, 8.0, 0.0, (*LLM, r"vision/blocks/(qkv|proj)/kernel"))
+    lora = trained(init_lora(jax.random.key(0), loaded.params, spec))
+    meta = {"rank": spec.rank, "alpha": spec.alpha, "dropout": spec.dropout}
+    out = export_peft(tmp_path / "peft", lora, meta, loaded.checkpoint, family.keymap(loaded.config), "tiny")
+    reference = family.reference()
+    model = reference.load(loaded.checkpoint)
+    plain = reference.run(model, inputs)["logits"]
+    peft_model = peft.PeftModel.from_pretrained(model, out).eval()
+    adapted = reference.run(peft_model.base_model.model, inputs)["logits"]
+    ours = logits(loaded, inputs, lora)
+    assert np.abs(adapted - plain).max() > 0.1  # PEFT found and applied the adapter
+    np.testing.assert_allclose(adapted, ours, atol=1e-4)
+    assert len(json.loads((out / CONFIG_FILE).read_text())["target_modules"]) == 7 * loaded.config.text.num_layers + \
+        2 * loaded.config.vision.depth

@@ -9,7 +9,6 @@ bound 1/sqrt(in)) and ``B`` at zero, so a fresh adapter changes nothing. Only ``
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,26 +19,12 @@ from flax import traverse_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxprobe.errors import ConfigError
+from jaxprobe.finetune.settings import LoraSpec
 from jaxprobe.parallel import SpecRules, fitting_spec, param_sharding
 
 ParamPath = tuple[str, ...]
 TRAINABLE = ("a", "b")  # the adapter's factors; "scale" (alpha / r) and "dropout" are constants
 KERNEL = "kernel"
-
-
-@dataclasses.dataclass(frozen=True)
-class LoraSpec:
-    """Rank, alpha, dropout and the kernels to adapt (regexes fully matching '/'-joined param paths); the
-    defaults are the config's (configs/demo.py, ``finetune.lora``)."""
-
-    rank: int
-    alpha: float
-    dropout: float
-    targets: tuple[str, ...]
-
-    @property
-    def scale(self) -> float:
-        return self.alpha / self.rank
 
 
 def joined(path: Sequence[str]) -> str:

@@ -1,6 +1,8 @@
-"""The config's ``finetune`` section as checked dataclasses (the defaults live in configs/demo.py only).
+"""The config's ``finetune`` section as dataclasses (the defaults live in configs/demo.py only).
 
-Every value is checked here with a message giving its valid range, before any model is loaded.
+The valid range of every value is a rule in ``jaxprobe.config.RULES`` (checked when the config is loaded, before
+any model is loaded); the choices those rules accept are named here, next to the code that reads them. This
+module imports no jax, so the config checker can import it.
 """
 
 from __future__ import annotations
@@ -12,12 +14,24 @@ from typing import Any
 
 import ml_collections
 
-from jaxprobe.errors import ConfigError
-from jaxprobe.finetune.lora import LoraSpec
-
 ANSWER_FORMS = ("letter", "letter_and_name")  # what the model is taught to answer (generation parses both)
 MONITORS = ("accuracy", "loss", "last")  # what early stopping and the kept weights read on `val` ("last": none)
 VISION_METHODS = ("full", "lora")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraSpec:
+    """Rank, alpha, dropout and the kernels to adapt (regexes fully matching '/'-joined param paths); the
+    defaults are the config's (configs/demo.py, ``finetune.lora``)."""
+
+    rank: int
+    alpha: float
+    dropout: float
+    targets: tuple[str, ...]
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,40 +55,6 @@ class Schedule:
         """What a training run's result depends on: checkpoints of another fingerprint are never resumed."""
         payload = {**dataclasses.asdict(self), **(extra or {})}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _problems_of_schedule(section: ml_collections.ConfigDict, where: str) -> list[str]:
-    checks = [
-        ("learning_rate", lambda v: isinstance(v, int | float) and v > 0, "a number > 0"),
-        ("epochs", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-        ("batch_size", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-        ("grad_accum", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-        ("warmup_ratio", lambda v: isinstance(v, int | float) and 0 <= v < 1, "a number in [0, 1)"),
-        ("weight_decay", lambda v: isinstance(v, int | float) and v >= 0, "a number >= 0"),
-        ("max_grad_norm", lambda v: isinstance(v, int | float) and v > 0, "a number > 0"),
-        ("eval_every", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0: every epoch)"),
-        ("patience", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0: no early stopping)"),
-        ("monitor", lambda v: v in MONITORS, f"one of {MONITORS}"),
-        ("save_every", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-        ("seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-    ]
-    return [f"{where}.{key}={section[key]!r}: expected {valid}" for key, check, valid in checks
-            if not check(section[key])]
-
-
-def _problems_of_lora(section: ml_collections.ConfigDict, where: str) -> list[str]:
-    problems = []
-    if not (isinstance(section.rank, int) and section.rank >= 1):
-        problems.append(f"{where}.rank={section.rank!r}: expected an integer >= 1")
-    if not (isinstance(section.alpha, int | float) and section.alpha > 0):
-        problems.append(f"{where}.alpha={section.alpha!r}: expected a number > 0")
-    if not (isinstance(section.dropout, int | float) and 0 <= section.dropout < 1):
-        problems.append(f"{where}.dropout={section.dropout!r}: expected a number in [0, 1)")
-    if not (isinstance(section.targets, tuple | list) and section.targets
-            and all(isinstance(t, str) and t for t in section.targets)):
-        problems.append(f"{where}.targets={section.targets!r}: expected a non-empty tuple of regexes over "
-                        "'/'-joined param paths, e.g. ('decoder/layers/self_attn/q_proj/kernel',)")
-    return problems
 
 
 def schedule_of(section: ml_collections.ConfigDict) -> Schedule:
@@ -107,21 +87,7 @@ class FinetuneSettings:
 
     @classmethod
     def from_config(cls, finetune: ml_collections.ConfigDict) -> FinetuneSettings:
-        """The ``finetune`` section, checked; every problem is named with its valid range in one message."""
-        problems = _problems_of_lora(finetune.lora, "finetune.lora")
-        problems += _problems_of_schedule(finetune.train, "finetune.train")
-        problems += _problems_of_lora(finetune.vision.lora, "finetune.vision.lora")
-        problems += _problems_of_schedule(finetune.vision.train, "finetune.vision.train")
-        if finetune.answer not in ANSWER_FORMS:
-            problems.append(f"finetune.answer={finetune.answer!r}: expected one of {ANSWER_FORMS}")
-        if finetune.vision.method not in VISION_METHODS:
-            problems.append(f"finetune.vision.method={finetune.vision.method!r}: expected one of {VISION_METHODS}")
-        problems += [f"finetune.{key}={finetune[key]!r}: expected True or False"
-                     for key in ("enabled", "remat", "export_peft") if not isinstance(finetune[key], bool)]
-        if not isinstance(finetune.vision.enabled, bool):
-            problems.append(f"finetune.vision.enabled={finetune.vision.enabled!r}: expected True or False")
-        if problems:
-            raise ConfigError("invalid finetune section: " + "; ".join(problems))
+        """The ``finetune`` section of a config that ``jaxprobe.config.validate_config`` accepted."""
         vision = VisionSettings(finetune.vision.enabled, finetune.vision.method, lora_of(finetune.vision.lora),
                                 schedule_of(finetune.vision.train))
         return cls(finetune.enabled, finetune.answer, finetune.remat, finetune.export_peft, lora_of(finetune.lora),
