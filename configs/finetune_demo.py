@@ -2,7 +2,8 @@
 
 `jaxprobe run finetune_demo` (about a few minutes on 2 CPU cores). A tiny random model's image features carry
 almost no class signal (its probes hover near chance), so its answers can only improve by learning the training
-images; this schedule is sized for that (measured: train answer accuracy ~0.3 -> ~0.9 in ~300 steps). The study's
+images; this schedule is sized for that (measured at 32 px, 18 epochs: train answer accuracy 0.29 -> 0.65, answer
+token loss 6.2 -> 1.3; tests/test_finetune.py). The study's
 defaults are in configs/demo.py's finetune section; here only the schedule changes.
 """
 
