@@ -28,6 +28,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.dtype = "float32"  # or bfloat16
     config.model.cache = True  # keep converted params (orbax) so later runs skip reading the safetensors
     config.model.cache_dir = ml_collections.config_dict.placeholder(str)  # None: $JAXPROBE_CACHE_DIR or ~/.cache
+    # A LoRA adapter from `jaxprobe finetune` (<workdir>/finetune/adapter): extract/probe/score the fine-tuned model.
+    config.model.adapter = ml_collections.config_dict.placeholder(str)
 
     config.mesh = ml_collections.ConfigDict()  # extraction devices: data x model (params split over model)
     config.mesh.data = ml_collections.config_dict.placeholder(int)  # None: every device not on the model axis
@@ -85,4 +87,51 @@ def get_config() -> ml_collections.ConfigDict:
     config.diagnosis.answer_gap = 0.03  # difference between the answer and the last-layer probe
     config.diagnosis.min_test_images = 30  # fewer test images: every verdict is inconclusive
     config.diagnosis.alpha = 0.05  # significance level of the permutation test against chance
+
+    # Fine-tuning (`jaxprobe finetune`; `jaxprobe run` with enabled=True runs before -> fine-tune -> after). PAPER.md
+    # gives no LoRA hyper-parameters for the study, so the defaults are common Qwen2.5-VL LoRA SFT practice: rank
+    # 8-16, alpha 16-32, lr 1e-4 with warmup and cosine decay, 1-3 epochs, adapters on the LLM only (vision tower
+    # and connector frozen). configs/finetune_demo.py gives the tiny demo model a schedule it can learn with.
+    config.finetune = ml_collections.ConfigDict()
+    config.finetune.enabled = False
+    config.finetune.answer = "letter"  # the taught answer: "letter" ("B") or "letter_and_name" ("B. benign")
+    config.finetune.remat = False  # recompute activations in the backward pass (long prompts, small devices)
+    config.finetune.export_peft = True  # also write a PEFT adapter (safetensors) for PyTorch users
+    config.finetune.lora = ml_collections.ConfigDict()
+    config.finetune.lora.rank = 8
+    config.finetune.lora.alpha = 16.0
+    config.finetune.lora.dropout = 0.05
+    # regexes fully matching '/'-joined param paths of kernels: q/k/v/o/gate/up/down of every decoder layer
+    config.finetune.lora.targets = (r"decoder/layers/(self_attn/[qkvo]_proj|mlp/(gate|up|down)_proj)/kernel",)
+    config.finetune.train = _schedule(learning_rate=1e-4, epochs=3, batch_size=4, grad_accum=4, patience=2)
+    # The "traditional model" reference: the vision tower + a linear head on its pooled last layer, cross-entropy,
+    # trained on the same train split; its test accuracy is what the visual-representation verdict compares to.
+    config.finetune.vision = ml_collections.ConfigDict()
+    config.finetune.vision.enabled = True
+    config.finetune.vision.method = "full"  # "full" fine-tuning of the tower, or "lora" on its blocks
+    config.finetune.vision.lora = ml_collections.ConfigDict()
+    config.finetune.vision.lora.rank = 8
+    config.finetune.vision.lora.alpha = 16.0
+    config.finetune.vision.lora.dropout = 0.05
+    config.finetune.vision.lora.targets = (r"vision/blocks/.+/kernel",)
+    config.finetune.vision.train = _schedule(learning_rate=5e-5, epochs=10, batch_size=16, grad_accum=1, patience=3)
     return config
+
+
+def _schedule(learning_rate: float, epochs: int, batch_size: int, grad_accum: int,
+              patience: int) -> ml_collections.ConfigDict:
+    """One training schedule: AdamW with linear warmup and cosine decay, clipped gradients, early stopping."""
+    schedule = ml_collections.ConfigDict()
+    schedule.learning_rate = learning_rate  # peak, after warmup
+    schedule.epochs = epochs
+    schedule.batch_size = batch_size  # rows per micro-batch
+    schedule.grad_accum = grad_accum  # micro-batches per optimizer step (effective batch = product)
+    schedule.warmup_ratio = 0.03  # share of the optimizer steps spent warming up
+    schedule.weight_decay = 0.0
+    schedule.max_grad_norm = 1.0  # clip_by_global_norm
+    schedule.eval_every = 0  # optimizer steps between evaluations on `val` (0: every epoch)
+    schedule.patience = patience  # evaluations without improvement before stopping (0: never early)
+    schedule.monitor = "accuracy"  # picks the kept weights: val "accuracy" (ties: lower loss), "loss" or "last"
+    schedule.save_every = 50  # optimizer steps between checkpoints (resume point)
+    schedule.seed = 0  # init, data order and dropout
+    return schedule

@@ -92,12 +92,30 @@ def _workdir_lock(workdir: str, command: str):
 def _run_config(name: str, overrides: list[str], command: str) -> None:
     from jaxprobe.config import load_config
     from jaxprobe.run import run_all
+    from jaxprobe.workdir import BEFORE_AFTER_FILE, SCORES_FILE
+
     config = load_config(name, overrides)
     with _workdir_lock(config.workdir, command):
         report = run_all(config)
-    scores = json.loads((report.parent / "scores.json").read_text())
-    print("\n" + json.dumps(scores["profile"], indent=1))
+    if (report.parent / SCORES_FILE).is_file():
+        print("\n" + json.dumps(json.loads((report.parent / SCORES_FILE).read_text())["profile"], indent=1))
+    else:  # before -> fine-tune -> after: both profiles
+        print("\n" + json.dumps(json.loads((report.parent / BEFORE_AFTER_FILE).read_text())["profiles"], indent=1))
     print(f"\nreport: {report}")
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from jaxprobe.config import load_config
+    from jaxprobe.finetune.stage import run_finetune
+    from jaxprobe.workdir import FINETUNE_DIR
+
+    config = load_config(args.config, args.set)
+    with _workdir_lock(config.workdir, f"finetune {args.config}"):
+        summary = run_finetune(config)
+    for part, record in summary.items():
+        kept = record.get("kept") or {}
+        print(f"{part}: kept step {kept.get('step')} (val accuracy {kept.get('accuracy', float('nan')):.3f})")
+    print(f"fine-tuning written to {Path(config.workdir) / FINETUNE_DIR}")
 
 
 def _stage_config(args: argparse.Namespace, stage: str):
@@ -257,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(commands)
     for name, func, help_text in [("run", cmd_run, "extract -> probe -> score -> report (up-to-date stages skipped)"),
-                                  ("extract", cmd_extract, "capture one vector per site per image into features/")]:
+                                  ("extract", cmd_extract, "capture one vector per site per image into features/"),
+                                  ("finetune", cmd_finetune, "LoRA SFT and the vision-tower baseline on the train "
+                                                             "split, into <workdir>/finetune/ (resumable)")]:
         stage = commands.add_parser(name, help=help_text)
         stage.add_argument("config", help="config file or name in configs/")
         _add_overrides(stage)

@@ -13,6 +13,7 @@ import ast
 import dataclasses
 import importlib.util
 import numbers
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import ml_collections
 
 from jaxprobe.errors import ConfigError
 from jaxprobe.features import FEATURE_DTYPES
+from jaxprobe.finetune.settings import ANSWER_FORMS, MONITORS, VISION_METHODS
 
 PACKAGE_CONFIGS = Path(__file__).resolve().parent / "configs"  # where an installed wheel carries configs/
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # a source checkout (or an editable install)
@@ -181,6 +183,62 @@ def _split_strategy(value) -> bool:
     return value in STRATEGIES
 
 
+def _boolean(value) -> bool:
+    return isinstance(value, bool)
+
+
+def _regexes(value) -> bool:
+    """A non-empty tuple of valid regular expressions (LoRA targets over '/'-joined param paths)."""
+    if not (isinstance(value, tuple | list) and value and all(_text(pattern) for pattern in value)):
+        return False
+    try:
+        for pattern in value:
+            re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
+def _lora_rules(section: str) -> tuple[Rule, ...]:
+    """The rules of one LoRA section (``finetune.lora``, ``finetune.vision.lora``)."""
+    return (Rule(f"{section}.rank", "an integer >= 1", _int_at_least(1)),
+            Rule(f"{section}.alpha", "a number > 0 (the adapter's scale is alpha / rank)",
+                 _number_in(0, float("inf"), low_open=True)),
+            Rule(f"{section}.dropout", "a number in [0, 1)", _number_in(0, 1, high_open=True)),
+            Rule(f"{section}.targets", "a non-empty tuple of regexes fully matching '/'-joined kernel paths, e.g. "
+                                       "('decoder/layers/self_attn/q_proj/kernel',)", _regexes))
+
+
+def _schedule_rules(section: str) -> tuple[Rule, ...]:
+    """The rules of one training schedule (``finetune.train``, ``finetune.vision.train``)."""
+    return (Rule(f"{section}.learning_rate", "a number > 0", _number_in(0, float("inf"), low_open=True)),
+            Rule(f"{section}.epochs", "an integer >= 1", _int_at_least(1)),
+            Rule(f"{section}.batch_size", "an integer >= 1", _int_at_least(1)),
+            Rule(f"{section}.grad_accum", "an integer >= 1 (micro-batches per optimizer step)", _int_at_least(1)),
+            Rule(f"{section}.warmup_ratio", "a number in [0, 1)", _number_in(0, 1, high_open=True)),
+            Rule(f"{section}.weight_decay", "a number >= 0", _number_in(0, float("inf"))),
+            Rule(f"{section}.max_grad_norm", "a number > 0", _number_in(0, float("inf"), low_open=True)),
+            Rule(f"{section}.eval_every", "an integer >= 0 (0: every epoch)", _int_at_least(0)),
+            Rule(f"{section}.patience", "an integer >= 0 (0: no early stopping)", _int_at_least(0)),
+            Rule(f"{section}.monitor", "one of " + ", ".join(MONITORS), _one_of(*MONITORS)),
+            Rule(f"{section}.save_every", "an integer >= 1 (optimizer steps)", _int_at_least(1)),
+            Rule(f"{section}.seed", "an integer >= 0", _int_at_least(0)))
+
+
+FINETUNE_RULES: tuple[Rule, ...] = (
+    Rule("finetune.enabled", "True or False", _boolean),
+    Rule("finetune.answer", "one of " + ", ".join(ANSWER_FORMS), _one_of(*ANSWER_FORMS)),
+    Rule("finetune.remat", "True or False", _boolean),
+    Rule("finetune.export_peft", "True or False", _boolean),
+    *_lora_rules("finetune.lora"),
+    *_schedule_rules("finetune.train"),
+    Rule("finetune.vision.enabled", "True or False", _boolean),
+    Rule("finetune.vision.method", "one of " + ", ".join(VISION_METHODS), _one_of(*VISION_METHODS)),
+    *_lora_rules("finetune.vision.lora"),
+    *_schedule_rules("finetune.vision.train"),
+)
+
+
 RULES: tuple[Rule, ...] = (
     Rule("workdir", "a non-empty directory path", _text),
     Rule("data.name", "a dataset jaxprobe knows (see `jaxprobe data list`)", _known_dataset),
@@ -198,6 +256,8 @@ RULES: tuple[Rule, ...] = (
     Rule("model.dtype", "float32 or bfloat16", _one_of("float32", "bfloat16")),
     Rule("model.cache", "True or False", lambda v: isinstance(v, bool)),
     Rule("model.cache_dir", "None or a non-empty path", _optional(_text)),
+    Rule("model.adapter", "None or the directory `jaxprobe finetune` wrote (<workdir>/finetune/adapter)",
+         _optional(_text)),
     Rule("mesh.data", "None (every device not on the model axis) or an integer >= 1", _optional(_int_at_least(1))),
     Rule("mesh.model", "an integer >= 1", _int_at_least(1)),
     Rule("capture.sites", "a non-empty tuple of site globs, e.g. ('vision.*', 'llm.*.last_token')", _site_globs),
@@ -227,8 +287,10 @@ RULES: tuple[Rule, ...] = (
     Rule("diagnosis.answer_gap", "a number in [0, 1)", _number_in(0, 1, high_open=True)),
     Rule("diagnosis.min_test_images", "an integer >= 1", _int_at_least(1)),
     Rule("diagnosis.alpha", "a significance level in (0, 1)", _number_in(0, 1, low_open=True, high_open=True)),
+    *FINETUNE_RULES,
 )
-RUN_SECTIONS = ("data", "split", "model", "mesh", "capture", "probe", "scoring", "diagnosis")  # + workdir
+RUN_SECTIONS = ("data", "split", "model", "mesh", "capture", "probe", "scoring", "diagnosis",  # + workdir
+                "finetune")
 OPEN_SECTIONS = ("probe",)  # checked by ProbeSettings, which owns the probe section's keys and ranges
 
 
@@ -249,6 +311,9 @@ def _cross_key_problems(config: ml_collections.ConfigDict) -> list[str]:
     kinds = tuple(config.probe.get("kinds", ()) or ())
     if kinds and config.scoring.kind not in kinds:
         problems.append(f"scoring.kind={config.scoring.kind!r} is not among probe.kinds {kinds}: expected one of them")
+    if config.finetune.enabled and _is_number(val) and val <= 0:
+        problems.append("finetune.enabled=True with split.val_fraction=0: fine-tuning stops early and keeps its "
+                        "weights by the val split; expected split.val_fraction > 0")
     return problems
 
 

@@ -4,7 +4,8 @@ A stage is skipped when its output exists, is newer than its input, and was made
 (a hash of the config sections it depends on, kept in the manifest). The standalone ``probe`` and ``score``
 commands run the same stage functions: they default to the work directory's own resolved config (the
 manifest's), refuse settings that differ from what the earlier stages were made with, and record their stage,
-so a later ``run`` sees the state they left.
+so a later ``run`` sees the state they left. With ``finetune.enabled`` the run is before -> fine-tune -> after in
+sub-directories (``jaxprobe.finetune.before_after``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from jaxprobe.parallel import is_primary
 from jaxprobe.probes.run import run_probes, settings_from_config
 from jaxprobe.report.write import report_workdir
 from jaxprobe.scoring.run import score_workdir
-from jaxprobe.workdir import FEATURES_DIR, PROBES_FILE, REPORT_FILE, SCORES_FILE
+from jaxprobe.workdir import FEATURES_DIR, PROBES_FILE, REPORT_FILE, SCORES_FILE, VISION_BASELINE_FILE
 
 # Config sections a standalone stage must share with what is already in the work directory: the features depend
 # on data, model and capture; the store's split column is written by extraction (so a standalone `probe` cannot
@@ -94,6 +95,10 @@ def run_all(config: ml_collections.ConfigDict, log=print) -> Path:
     """Run every stage that is not up to date; returns the report's path."""
     from jaxprobe.capture.extract import run_extract
 
+    if "finetune" in config and config.finetune.enabled:
+        from jaxprobe.finetune.before_after import run_before_after
+
+        return run_before_after(config, log)
     workdir = Path(config.workdir)
     features_meta = workdir / FEATURES_DIR / META_FILE
     run_extract(config)  # resumes, and is a quick no-op when the store is complete for this config
@@ -105,7 +110,9 @@ def run_all(config: ml_collections.ConfigDict, log=print) -> Path:
     else:
         probe_stage(workdir, config)
     report = workdir / REPORT_FILE
-    if _up_to_date(workdir, "score", workdir / SCORES_FILE, probes, config) and report.is_file():
+    baseline = workdir / VISION_BASELINE_FILE  # the visual verdict's reference, when fine-tuning wrote one
+    if (_up_to_date(workdir, "score", workdir / SCORES_FILE, probes, config) and report.is_file()
+            and not (baseline.is_file() and baseline.stat().st_mtime > (workdir / SCORES_FILE).stat().st_mtime)):
         log(f"score: up to date ({report})")
         return report
     return score_stage(workdir, config)

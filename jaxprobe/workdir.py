@@ -24,6 +24,13 @@ PROBES_FILE = "probes.parquet"  # one row per site x kind x lambda x fold
 SCORES_FILE = "scores.json"  # FHS profile, diagnosis, calibration, the curve
 SUMMARY_FILE = "summary.parquet"  # one row per run, for comparisons
 REPORT_FILE = "report.html"
+# Fine-tuning (jaxprobe.finetune): `jaxprobe finetune` writes FINETUNE_DIR (adapter, PEFT export, checkpoints,
+# summary); a run's visual-representation verdict compares its vision probes with VISION_BASELINE_FILE when present;
+# `jaxprobe run` with finetune.enabled writes BEFORE_DIR and AFTER_DIR (two ordinary runs) and BEFORE_AFTER_FILE.
+FINETUNE_DIR = "finetune"
+VISION_BASELINE_FILE = "vision_baseline.json"
+BEFORE_DIR, AFTER_DIR = "before", "after"
+BEFORE_AFTER_FILE = "before_after.json"
 
 
 LOCK_FILE = ".jaxprobe.lock"  # held (flock) while a command writes into the directory

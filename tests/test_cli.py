@@ -18,7 +18,7 @@ def test_help_lists_only_existing_commands():
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
     assert set(commands) == {"data", "demo", "run", "extract", "probe", "score", "compare", "tiny-checkpoint",
-                             "convert", "parity", "models", "sweep"}
+                             "convert", "parity", "models", "sweep", "finetune"}
     with pytest.raises(SystemExit):
         parser.parse_args(["extract"])
 

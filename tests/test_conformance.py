@@ -220,3 +220,33 @@ def test_params_split_eight_ways(tiny):
     first = jax.devices()[0]
     on_first = sum(shard.data.nbytes for leaf in leaves for shard in leaf.addressable_shards if shard.device == first)
     assert on_first <= 1.1 * sum(leaf.nbytes for leaf in leaves) / 8
+
+
+LORA_EVERY_LINEAR = (r"(vision|connector|decoder)/.+/kernel",)
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_lora_forward_equals_merged_forward(tmp_path, family):
+    """LoRA on every linear layer of the family's model (tower, connector, decoder) equals the merged weights'
+    forward; the default targets (configs/demo.py: the LLM's q/k/v/o/gate/up/down, and the vision baseline's tower
+    blocks) each find their kernels in every family."""
+    from jaxprobe.config import load_config
+    from jaxprobe.finetune.lora import init_lora, join_lora, merge_lora, split_lora, target_kernels
+    from jaxprobe.finetune.settings import LoraSpec
+
+    directory = family.tiny_checkpoint(tmp_path / "ckpt", family.model_types[0], seed=1)
+    loaded = load_model(directory, cache_dir=False)
+    defaults = load_config("demo").finetune
+    llm = target_kernels(loaded.params, defaults.lora.targets)
+    assert {path[-2] for path in llm} == {f"{name}_proj" for name in ("q", "k", "v", "o", "gate", "up", "down")}
+    assert target_kernels(loaded.params, defaults.vision.lora.targets)
+    trainable, constants = split_lora(init_lora(jax.random.key(0), loaded.params,
+                                                LoraSpec(2, 4.0, 0.0, LORA_EVERY_LINEAR)))
+    trainable = jax.tree.map(lambda leaf: leaf + 0.05 * jax.random.normal(jax.random.key(1), leaf.shape), trainable)
+    lora = join_lora(trainable, constants)
+    inputs = jax.tree.map(jax.numpy.asarray, family.synthetic_inputs(loaded.config, batch=2, seed=1))
+    forward = jax.jit(lambda variables: loaded.module().apply(variables, inputs, True))
+    plain, adapted = forward({"params": loaded.params}), forward({"params": loaded.params, "lora": lora})
+    merged = forward({"params": merge_lora(loaded.params, lora)})
+    assert np.abs(np.asarray(adapted) - np.asarray(plain)).max() > 0.1
+    np.testing.assert_allclose(np.asarray(adapted), np.asarray(merged), atol=1e-5)

@@ -99,13 +99,19 @@ def _files_fingerprint(directory: Path) -> str:
 def feature_settings(config: ml_collections.ConfigDict, checkpoint: Path) -> dict:
     """Everything the features depend on, and nothing they do not (batch size, the split, where data lives)."""
     prepared = data.prepared_builder(config.data.name, data_dir_of(config), config.data.config)
-    return {
+    settings = {
         "data": {"name": config.data.name, "config": str(config.data.config),
                  "prepared": _files_fingerprint(Path(prepared.data_dir))},
         "model": {"checkpoint": config.model.checkpoint, "revision": config.model.revision,
                   "dtype": config.model.dtype, "files": cache.fingerprint(checkpoint)[:16]},
         "capture": {key: value for key, value in config.capture.to_dict().items() if key not in CAPTURE_INERT},
     }
+    if config.model.get("adapter"):  # a fine-tuned model: the adapter's content is part of what was probed
+        from jaxprobe.finetune.adapter import adapter_fingerprint
+
+        settings["model"]["adapter"] = {"path": config.model.adapter, "files": adapter_fingerprint(
+            config.model.adapter)}
+    return settings
 
 
 def store_index(prepared: PreparedData) -> pd.DataFrame:
@@ -207,7 +213,8 @@ def run_extract(config: ml_collections.ConfigDict) -> Path:
     index, settings, store = store_index(prepared), feature_settings(config, checkpoint), workdir / FEATURES_DIR
     facts = {"rows": len(index), "sites": len(sites), "checkpoint": str(checkpoint), "revision": revision,
              "family": family.name, "counts": prepared.summary.counts, "skipped": prepared.summary.skipped,
-             "settings": settings_hash(config, "extract"), "processes": jax.process_count()}
+             "settings": settings_hash(config, "extract"), "processes": jax.process_count(),
+             "adapter": config.model.get("adapter")}
     if broadcast(is_primary() and complete_store(store, settings, sites)):
         if is_primary():
             resplit = assign_split(store, index.set_index("id")["split"])
@@ -224,6 +231,10 @@ def run_extract(config: ml_collections.ConfigDict) -> Path:
     mesh = make_mesh(config.mesh.data, config.mesh.model)
     use_cache = config.model.cache and jax.process_count() == 1  # one process writes an orbax entry
     loaded = load_model(checkpoint, config.model.dtype, mesh, config.model.cache_dir if use_cache else False)
+    if config.model.get("adapter"):
+        from jaxprobe.finetune.adapter import with_adapter
+
+        loaded = with_adapter(loaded, config.model.adapter)
     answerer = Answerer(loaded, processor, prepared.summary.class_names, config.capture.question, answer_settings,
                         sites, mesh, eos_token_ids(checkpoint, processor.tokenizer))
     writer = (FeatureStoreWriter(store, index, prepared.summary.class_names, dims, settings,

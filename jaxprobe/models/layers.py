@@ -1,10 +1,14 @@
-"""Shared pieces: norms, rotary embeddings, attention with GQA, MLPs. Softmax and norms accumulate in float32."""
+"""Shared pieces: the Dense layer, norms, rotary embeddings, attention with GQA, MLPs. Softmax and norms accumulate
+in float32."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
 
 ACTIVATIONS = {
     "silu": jax.nn.silu,
@@ -13,6 +17,48 @@ ACTIVATIONS = {
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
 }
 NEG_INF = jnp.finfo(jnp.float32).min
+LORA = "lora"  # variable collection of LoRA adapters: {"a": [in, r], "b": [r, out], "scale": [], "dropout": []}
+LORA_DROPOUT = "lora_dropout"  # rng stream; LoRA dropout is applied only when it is given (training)
+
+
+class Dense(nn.Module):
+    """``nn.Dense`` (same param names, init and maths: kernel [in, out], optional bias), plus LoRA.
+
+    When the ``lora`` collection holds an adapter for this layer, the output is ``W x + scale * B A x`` with
+    ``scale = alpha / r``; the adapter lives outside ``params`` so the params tree, the loader, the cache and the
+    sites are the same with or without one, and only the adapter need be trained. Every linear layer of
+    ``jaxprobe.models`` is this class (a test enforces it), so any of them can be a LoRA target.
+    """
+
+    features: int
+    use_bias: bool = True
+    dtype: Any = None  # the computation's dtype (None: promoted from the input and the params)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (jnp.shape(x)[-1], self.features),
+                            jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32) if self.use_bias \
+            else None
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+        if bias is not None:
+            y += jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
+        if self.has_variable(LORA, "a"):
+            y = y + self._low_rank(x)
+        return y
+
+    def _low_rank(self, x: jax.Array) -> jax.Array:
+        """``scale * B A dropout(x)`` (PEFT's LoRA forward), in the computation's dtype."""
+        a, b, scale = (self.get_variable(LORA, name) for name in ("a", "b", "scale"))
+        if self.has_rng(LORA_DROPOUT):
+            rate = self.get_variable(LORA, "dropout")
+            keep = jax.random.bernoulli(self.make_rng(LORA_DROPOUT), 1.0 - rate, x.shape)
+            x = jnp.where(keep, x / (1.0 - rate).astype(x.dtype), jnp.zeros((), x.dtype))
+        rows = x.reshape(-1, x.shape[-1])  # 2-D: the backward's A gradient is one plain matmul (XLA:CPU is slow
+        # on a dot contracting over the batch and sequence axes at once)
+        low = ((rows @ a.astype(x.dtype)) @ b.astype(x.dtype)) * scale.astype(x.dtype)
+        return low.reshape(*x.shape[:-1], low.shape[-1])
 
 
 class RMSNorm(nn.Module):
@@ -113,9 +159,9 @@ class GatedMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        gate = nn.Dense(self.hidden, use_bias=self.bias, dtype=x.dtype, name="gate_proj")(x)
-        up = nn.Dense(self.hidden, use_bias=self.bias, dtype=x.dtype, name="up_proj")(x)
-        return nn.Dense(self.out, use_bias=self.bias, dtype=x.dtype, name="down_proj")(ACTIVATIONS[self.act](gate) * up)
+        gate = Dense(self.hidden, use_bias=self.bias, dtype=x.dtype, name="gate_proj")(x)
+        up = Dense(self.hidden, use_bias=self.bias, dtype=x.dtype, name="up_proj")(x)
+        return Dense(self.out, use_bias=self.bias, dtype=x.dtype, name="down_proj")(ACTIVATIONS[self.act](gate) * up)
 
 
 class PlainMLP(nn.Module):
@@ -127,8 +173,8 @@ class PlainMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        hidden = ACTIVATIONS[self.act](nn.Dense(self.hidden, dtype=x.dtype, name="fc1")(x))
-        return nn.Dense(self.out, dtype=x.dtype, name="fc2")(hidden)
+        hidden = ACTIVATIONS[self.act](Dense(self.hidden, dtype=x.dtype, name="fc1")(x))
+        return Dense(self.out, dtype=x.dtype, name="fc2")(hidden)
 
 
 def make_mlp(kind: str, hidden: int, out: int, act: str, bias: bool, name: str) -> nn.Module:

@@ -73,17 +73,28 @@ class VisionLanguageModel(nn.Module):
         groups = image_groups(inputs.image_mask)
         return jnp.pad(groups, ((0, 0), (0, size - groups.shape[1])), constant_values=-1)
 
-    def __call__(self, inputs: ModelInputs, all_logits: bool = False) -> jax.Array | None:
-        """Logits [B, V] at each row's ``last_index`` (``all_logits``: [B, T, V]) when the plan asks for them."""
+    def _hidden(self, inputs: ModelInputs) -> jax.Array | None:
+        """Hidden states [B, T, D] after the last run decoder layer (None: the plan stops before the LLM)."""
         embeds = self._prompt_embeddings(inputs)
         if embeds is None:
             return None
         length = inputs.input_ids.shape[1]
-        hidden = self.decoder(embeds, inputs.positions, Attend(inputs.attention_mask, 0,
-                                                               self._groups(inputs, length)))
+        return self.decoder(embeds, inputs.positions, Attend(inputs.attention_mask, 0, self._groups(inputs, length)))
+
+    def __call__(self, inputs: ModelInputs, all_logits: bool = False) -> jax.Array | None:
+        """Logits [B, V] at each row's ``last_index`` (``all_logits``: [B, T, V]) when the plan asks for them."""
+        hidden = self._hidden(inputs)
+        if hidden is None:
+            return None
         if all_logits:
             return self.decoder.logits(hidden)
         return self.decoder.logits(at_rows(hidden, inputs.last_index)) if self.plan.logits else None
+
+    def logits_at(self, inputs: ModelInputs, index: jax.Array) -> jax.Array:
+        """Logits [B, K, V] at positions ``index`` [B, K] of each row: fine-tuning's loss needs the few positions
+        that predict the answer's tokens, not T x V logits."""
+        hidden = jnp.take_along_axis(self._hidden(inputs), index[..., None], axis=1)
+        return self.decoder.logits(hidden)
 
     def prefill(self, inputs: ModelInputs, cache_size: int) -> jax.Array:
         """Run the (left-padded) prompt into a fresh cache of ``cache_size`` slots; logits [B, V] of the next

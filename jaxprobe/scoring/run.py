@@ -7,6 +7,7 @@ is written as ``null``, never as a bare ``NaN`` that other JSON readers refuse.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -21,6 +22,7 @@ from jaxprobe.errors import FeatureError
 from jaxprobe.features import FeatureStore
 from jaxprobe.scoring.diagnosis import Thresholds
 from jaxprobe.scoring.profile import ScoreSettings, score_run
+from jaxprobe.scoring.reference import reference_accuracy
 from jaxprobe.workdir import FEATURES_DIR, PROBES_FILE, SCORES_FILE
 
 
@@ -71,7 +73,12 @@ def score_workdir(workdir: str | Path, config: ml_collections.ConfigDict) -> dic
     if not (workdir / PROBES_FILE).is_file():
         raise FeatureError(f"{workdir / PROBES_FILE} is missing: run `jaxprobe probe {workdir}` first")
     store = FeatureStore.open(workdir / FEATURES_DIR)
-    scores = score_run(read_probes(workdir / PROBES_FILE), store.index, settings_from_config(config),
-                       store.class_names, store.site_layout)
+    reference, source = reference_accuracy(workdir, config.diagnosis.reference_accuracy)
+    settings = settings_from_config(config)
+    settings = dataclasses.replace(settings, thresholds=dataclasses.replace(settings.thresholds,
+                                                                            reference_accuracy=reference))
+    scores = score_run(read_probes(workdir / PROBES_FILE), store.index, settings, store.class_names,
+                       store.site_layout)
+    scores["reference"] = {"accuracy": reference, "source": source}
     write_scores(workdir / SCORES_FILE, scores)
     return json.loads((workdir / SCORES_FILE).read_text())

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprobe.models.config import ConnectorConfig
-from jaxprobe.models.layers import RMSNorm
+from jaxprobe.models.layers import Dense, RMSNorm
 
 
 def average_pool(x: jax.Array, kernel: int) -> jax.Array:
@@ -39,4 +39,4 @@ class AvgPoolProjector(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
         normed = RMSNorm(c.norm_eps, scale_offset=True, name="soft_emb_norm")(average_pool(x, c.merge_size))
-        return nn.Dense(c.out_size, use_bias=False, dtype=x.dtype, name="projection")(normed)
+        return Dense(c.out_size, use_bias=False, dtype=x.dtype, name="projection")(normed)

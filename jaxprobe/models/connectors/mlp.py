@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 
 from jaxprobe.models.config import ConnectorConfig
-from jaxprobe.models.layers import ACTIVATIONS
+from jaxprobe.models.layers import ACTIVATIONS, Dense
 
 
 class MLPProjector(nn.Module):
@@ -17,5 +17,5 @@ class MLPProjector(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
-        hidden = ACTIVATIONS["gelu"](nn.Dense(c.out_size, dtype=x.dtype, name="linear_1")(x))
-        return nn.Dense(c.out_size, dtype=x.dtype, name="linear_2")(hidden)
+        hidden = ACTIVATIONS["gelu"](Dense(c.out_size, dtype=x.dtype, name="linear_1")(x))
+        return Dense(c.out_size, dtype=x.dtype, name="linear_2")(hidden)

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 
 from jaxprobe.models.config import ConnectorConfig
-from jaxprobe.models.layers import ACTIVATIONS, make_norm
+from jaxprobe.models.layers import ACTIVATIONS, Dense, make_norm
 
 
 class PatchMerger(nn.Module):
@@ -19,5 +19,5 @@ class PatchMerger(nn.Module):
         c = self.config
         width = c.in_size * c.merge_size**2
         merged = make_norm(c.norm, c.norm_eps, "ln_q")(x).reshape(x.shape[0], -1, width)
-        hidden = ACTIVATIONS["gelu"](nn.Dense(width, dtype=x.dtype, name="mlp_0")(merged))
-        return nn.Dense(c.out_size, dtype=x.dtype, name="mlp_2")(hidden)
+        hidden = ACTIVATIONS["gelu"](Dense(width, dtype=x.dtype, name="mlp_0")(merged))
+        return Dense(c.out_size, dtype=x.dtype, name="mlp_2")(hidden)

@@ -21,7 +21,7 @@ import numpy as np
 from flax import struct
 
 from jaxprobe.models.config import TextConfig
-from jaxprobe.models.layers import GatedMLP, RMSNorm, apply_rotary, attention, inverse_frequencies
+from jaxprobe.models.layers import Dense, GatedMLP, RMSNorm, apply_rotary, attention, inverse_frequencies
 from jaxprobe.models.stack import stacked
 
 
@@ -100,7 +100,7 @@ class DecoderAttention(nn.Module):
         c = self.config
 
         def project(name: str, heads: int) -> jax.Array:
-            out = nn.Dense(heads * c.head_dim, use_bias=c.qkv_bias, dtype=x.dtype, name=name)(x)
+            out = Dense(heads * c.head_dim, use_bias=c.qkv_bias, dtype=x.dtype, name=name)(x)
             return out.reshape(*x.shape[:2], heads, c.head_dim)
 
         q, k, v = project("q_proj", c.num_heads), project("k_proj", c.num_kv_heads), project("v_proj", c.num_kv_heads)
@@ -110,7 +110,7 @@ class DecoderAttention(nn.Module):
         if attend.cache_size:
             k, v = self._cached(k, v, attend)
         out = attention(q, k, v, mask, c.attention_scale)
-        return nn.Dense(c.hidden_size, use_bias=c.o_bias, dtype=x.dtype, name="o_proj")(out.reshape(*x.shape[:2], -1))
+        return Dense(c.hidden_size, use_bias=c.o_bias, dtype=x.dtype, name="o_proj")(out.reshape(*x.shape[:2], -1))
 
     def _cached(self, k: jax.Array, v: jax.Array, attend: Attend) -> tuple[jax.Array, jax.Array]:
         """Write this call's keys/values at slot ``offset`` and return the whole cache."""
@@ -153,7 +153,7 @@ class Decoder(nn.Module):
                               per_layer_args=1)(c)
         self.norm = norm(c, "norm")
         if not c.tie_word_embeddings:
-            self.lm_head = nn.Dense(c.vocab_size, use_bias=False)
+            self.lm_head = Dense(c.vocab_size, use_bias=False)
 
     def embed(self, input_ids: jax.Array) -> jax.Array:
         embeds = self.embed_tokens(input_ids)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprobe.models.config import VisionConfig
-from jaxprobe.models.layers import make_norm
+from jaxprobe.models.layers import Dense, make_norm
 from jaxprobe.models.stack import stacked
 from jaxprobe.models.towers.qwen_vit import patch_positions, rotary_tables
 from jaxprobe.models.towers.vit import EncoderBlock
@@ -44,7 +44,7 @@ class NaViTTower(nn.Module):
             raise ValueError(f"the NaViT tower takes single images at merge size 1; got grid {grid}, merge "
                              f"{c.merge_size}")
         cos, sin = rotary_tables(patch_positions(grid, 1), c.head_dim, c.rope_theta)
-        x = nn.Dense(c.hidden_size, use_bias=c.patch_bias, dtype=pixels.dtype, name="patch_embed")(pixels)
+        x = Dense(c.hidden_size, use_bias=c.patch_bias, dtype=pixels.dtype, name="patch_embed")(pixels)
         blocks = stacked(EncoderBlock, c.depth, self.run, self.remat, broadcast_args=2)
         x, _ = blocks(c, False, name="blocks")(x, jnp.asarray(cos), jnp.asarray(sin))
         return make_norm("layernorm", c.norm_eps, "post_norm")(x) if c.post_norm else x

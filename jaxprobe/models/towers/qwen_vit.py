@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprobe.models.config import VisionConfig
-from jaxprobe.models.layers import apply_rotary, attention, make_mlp, make_norm
+from jaxprobe.models.layers import Dense, apply_rotary, attention, make_mlp, make_norm
 from jaxprobe.models.stack import stacked
 
 Grid = tuple[int, int, int]
@@ -106,7 +106,7 @@ class VisionBlock(nn.Module):
     def __call__(self, x, cos, sin, full_attention):
         c = self.config
         normed = make_norm(c.norm, c.norm_eps, "norm1")(x)
-        qkv = nn.Dense(3 * c.hidden_size, dtype=x.dtype, name="qkv")(normed)
+        qkv = Dense(3 * c.hidden_size, dtype=x.dtype, name="qkv")(normed)
         q, k, v = jnp.moveaxis(qkv.reshape(*x.shape[:2], 3, c.num_heads, c.head_dim), 2, 0)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if self.layout is None:
@@ -114,7 +114,7 @@ class VisionBlock(nn.Module):
         else:
             out = jax.lax.cond(full_attention, lambda *a: attention(*a, None),
                                lambda *a: windowed_attention(*a, self.layout), q, k, v)
-        x = x + nn.Dense(c.hidden_size, dtype=x.dtype, name="proj")(out.reshape(x.shape))
+        x = x + Dense(c.hidden_size, dtype=x.dtype, name="proj")(out.reshape(x.shape))
         mlp = make_mlp(c.mlp, c.intermediate_size, c.hidden_size, c.hidden_act, bias=True, name="mlp")
         x = x + mlp(make_norm(c.norm, c.norm_eps, "norm2")(x))
         self.sow("intermediates", "vision.layers", x)
@@ -145,7 +145,7 @@ class QwenVisionTower(nn.Module):
         c = self.config
         cos, sin, layout = self._tables(grid)
         unit = c.merge_size**2
-        x = nn.Dense(c.hidden_size, use_bias=False, dtype=pixels.dtype, name="patch_embed")(pixels)
+        x = Dense(c.hidden_size, use_bias=False, dtype=pixels.dtype, name="patch_embed")(pixels)
         if layout is not None:
             x = permute_units(x, layout.unit_order, unit)
             cos, sin = permute_units(cos, layout.unit_order, unit), permute_units(sin, layout.unit_order, unit)

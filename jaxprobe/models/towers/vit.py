@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprobe.models.config import VisionConfig
-from jaxprobe.models.layers import ACTIVATIONS, apply_rotary, attention, make_norm
+from jaxprobe.models.layers import ACTIVATIONS, Dense, apply_rotary, attention, make_norm
 from jaxprobe.models.stack import stacked
 
 Grid = tuple[int, int, int]
@@ -39,7 +39,7 @@ class EncoderBlock(nn.Module):
         c = self.config
 
         def project(name: str, inputs: jax.Array) -> jax.Array:
-            return nn.Dense(c.hidden_size, dtype=x.dtype, name=name)(inputs)
+            return Dense(c.hidden_size, dtype=x.dtype, name=name)(inputs)
 
         normed = make_norm("layernorm", c.norm_eps, "layer_norm1")(x)
         split = (*x.shape[:2], c.num_heads, c.head_dim)
@@ -48,8 +48,8 @@ class EncoderBlock(nn.Module):
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         x = x + project("out_proj", attention(q, k, v, None).reshape(x.shape))
         normed = make_norm("layernorm", c.norm_eps, "layer_norm2")(x)
-        hidden = ACTIVATIONS[c.hidden_act](nn.Dense(c.intermediate_size, dtype=x.dtype, name="fc1")(normed))
-        x = x + nn.Dense(c.hidden_size, dtype=x.dtype, name="fc2")(hidden)
+        hidden = ACTIVATIONS[c.hidden_act](Dense(c.intermediate_size, dtype=x.dtype, name="fc1")(normed))
+        x = x + Dense(c.hidden_size, dtype=x.dtype, name="fc2")(hidden)
         self.sow("intermediates", "vision.layers", x)
         return x, (x if self.keep else None)
 
@@ -64,7 +64,7 @@ class ViTTower(nn.Module):
     @nn.compact
     def __call__(self, pixels: jax.Array, grid: Grid) -> jax.Array:
         c = self.config
-        x = nn.Dense(c.hidden_size, use_bias=c.patch_bias, dtype=pixels.dtype, name="patch_embed")(
+        x = Dense(c.hidden_size, use_bias=c.patch_bias, dtype=pixels.dtype, name="patch_embed")(
             patchify(pixels, c.patch_size))
         if c.class_token:
             cls = self.param("class_embedding", nn.initializers.normal(0.02), (c.hidden_size,))
