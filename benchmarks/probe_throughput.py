@@ -25,7 +25,7 @@ from sklearn.preprocessing import StandardScaler
 
 from benchmarks import machine
 from jaxprobe.parallel import probe_mesh
-from jaxprobe.probes.engine import pad_rows
+
 from jaxprobe.probes.fit import fit_eval
 from jaxprobe.stats.folds import kfold
 

@@ -213,6 +213,20 @@ class FeatureStore:
             groups.setdefault(int(self.meta["sites"][site]["dim"]), []).append(site)
         return groups
 
+    def read_rows(self, sites: Sequence[str], rows: np.ndarray, dtype=np.float32) -> np.ndarray:
+        """[S, len(rows), D] of equal-width ``sites`` at ``rows`` (sorted row numbers read best), read from the
+        memmaps site by site, so a caller streaming sites in chunks holds only the rows it asked for."""
+        out = None
+        for k, site in enumerate(sites):
+            values = self.load(site)[rows]
+            if out is None:
+                out = np.empty((len(sites), len(rows), values.shape[-1]), dtype)
+            if values.shape[-1] != out.shape[-1]:
+                raise FeatureError(f"sites of different widths cannot share a stack: {site} has {values.shape[-1]}, "
+                                   f"{sites[0]} has {out.shape[-1]}; read each width group on its own")
+            out[k] = values
+        return out
+
     def stack(self, sites: Sequence[str], dtype=np.float32) -> np.ndarray:
         """[S, N, D] stack of equal-width sites."""
         widths = self.sites_by_width(sites)
