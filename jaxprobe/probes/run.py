@@ -71,19 +71,20 @@ def _existing(path: Path) -> tuple[pd.DataFrame | None, dict | None]:
     return pd.read_parquet(path), key
 
 
-def merge_with_existing(path: Path, rows: pd.DataFrame, key: dict, sites: list[str]) -> pd.DataFrame:
-    """``rows`` plus the rows of other sites already in ``path`` when they were made with the same ``key``."""
+def _kept_rows(path: Path, key: dict, sites: list[str]) -> pd.DataFrame | None:
+    """Rows of ``path`` for sites other than ``sites`` when they were made with the same ``key`` (checked before
+    any probing, so a refusal wastes no work)."""
     old, old_key = _existing(path)
     if old is None:
-        return rows
+        return None
     others = old[~old["site"].isin(sites)]
     if others.empty:
-        return rows
+        return None
     if old_key != key:
         raise ConfigError(f"{path} holds probes of sites {sorted(others.site.unique())[:5]} made with other probe "
                           "settings or features; probing only some sites now would mix the two. Probe all sites "
                           f"(probe.sites=('*',)) or move {path.name} away first")
-    return pd.concat([others, rows], ignore_index=True)
+    return others
 
 
 def _write(path: Path, rows: pd.DataFrame, key: dict) -> None:
@@ -122,9 +123,10 @@ def run_probes(workdir: str | Path, settings: ProbeSettings, note: Callable[[str
     workdir = Path(workdir)
     store = open_store(workdir / FEATURES_DIR)
     sites = store_io.select_sites(store.sites, settings.sites)
+    key = _settings_key(settings, store)
+    kept = _kept_rows(workdir / PROBES_FILE, key, sites)
     rows = probe_store(store, settings, sites, note)
     if settings.baseline_features:
         rows = _baseline_columns(rows, store, settings, sites, note)
-    key = _settings_key(settings, store)
-    _write(workdir / PROBES_FILE, merge_with_existing(workdir / PROBES_FILE, rows, key, sites), key)
+    _write(workdir / PROBES_FILE, rows if kept is None else pd.concat([kept, rows], ignore_index=True), key)
     return rows

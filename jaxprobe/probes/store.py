@@ -113,9 +113,9 @@ def site_bytes(rows: int, width: int) -> int:
 
 
 def chunk_size(rows: int, width: int, memory_gb: float, devices: int) -> int:
-    """Sites per chunk under ``memory_gb``: a multiple of the devices, at least one per device."""
+    """Sites per chunk under ``memory_gb`` (at least one), a multiple of the devices when more than that fit."""
     fits = int(memory_gb * 2**30 // site_bytes(rows, width))
-    return max(devices, fits // devices * devices)
+    return fits // devices * devices if fits >= devices else max(1, fits)
 
 
 def tasks(store: FeatureStore, sites: list[str], rows: StoreRows, memory_gb: float,
