@@ -69,7 +69,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.probe.permutations = 999  # test-label permutations per site (p-values down to 0.001)
     config.probe.bootstrap = 1000
     config.probe.ci_level = 0.95
-    config.probe.max_iter = 200  # L-BFGS iterations per logistic fit and lambda (a cap; fits stop when certified)
+    config.probe.max_iter = 100  # L-BFGS iterations per logistic fit and lambda (a cap; fits stop when certified)
     config.probe.tol = 1e-4  # logistic objectives certified within this relative gap of the optimum
     config.probe.memory_gb = 4.0  # features and decompositions held at once; sites are streamed in chunks
     config.probe.baseline_features = ml_collections.config_dict.placeholder(str)  # a random-weights model's store

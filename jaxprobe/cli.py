@@ -114,9 +114,11 @@ def _stage_config(args: argparse.Namespace, stage: str):
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
+    from jaxprobe.probes.run import enable_compilation_cache
     from jaxprobe.run import probe_stage
     from jaxprobe.workdir import PROBES_FILE, directory_lock
 
+    enable_compilation_cache()
     if args.sites:
         args.set = [*(args.set or []), f"probe.sites={tuple(args.sites)!r}"]
     config = _stage_config(args, "probe")

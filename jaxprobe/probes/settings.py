@@ -34,7 +34,7 @@ class ProbeSettings:
     permutations: int = 999
     bootstrap: int = 1000
     ci_level: float = 0.95
-    max_iter: int = 200
+    max_iter: int = 100
     tol: float = 1e-4
     sites: tuple[str, ...] = ("*",)
     memory_gb: float = 4.0
