@@ -157,6 +157,27 @@ def run_cell(name: str, store_dir: Path) -> dict:
     return result
 
 
+def write_markdown(report: dict, path: Path) -> None:
+    """The cells as a table (what the README links to)."""
+    lines = [f"Machine: {report['machine']}", "",
+             "`jaxprobe probe WORKDIR` with the default config (ridge + logistic, 5 folds, control task, 999 "
+             "permutations, 1000 bootstrap resamples) on 89 sites (32 x 1280 + 57 x 3584), a fresh process: imports "
+             "and XLA compilation included ('warm cache': with the persistent compilation cache filled by an "
+             "earlier run). scikit-learn: a StandardScaler + model pipeline's per-fit time on a sample of the same "
+             "fits, extrapolated to all of them, in the same run. Load: the machine's 1-minute load average (2 "
+             "cores, shared) before and after.", "",
+             "| cell | N | wall s (cold) | wall s (warm cache) | peak RSS GB | sklearn s | speedup (cold) | "
+             "logistic certified | max gap | load |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for cell in report["cells"]:
+        warm = cell.get("jaxprobe_probe_warm_cache", {}).get("seconds", "-")
+        speedup = f"{cell['speedup_vs_sklearn']}x" if "speedup_vs_sklearn" in cell else "-"
+        lines.append(f"| {cell['cell']} | {cell['rows']} | {cell['jaxprobe_probe']['seconds']} | {warm} | "
+                     f"{cell['jaxprobe_probe']['peak_rss_gb']} | {cell.get('sklearn_seconds_extrapolated', '-')} | "
+                     f"{speedup} | {cell['logistic_certified_fraction']} | {cell['logistic_max_gap']:.2g} | "
+                     f"[{cell['load_average_before']}, {cell['load_average_after']}] |")
+    path.write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
@@ -165,9 +186,14 @@ def main() -> None:
     args = parser.parse_args()
     report = {"machine": machine.describe(), "cells": []}
     RESULTS.mkdir(exist_ok=True)
+    if (RESULTS / "probe_cell.json").is_file():  # keep the cells not rerun
+        kept = json.loads((RESULTS / "probe_cell.json").read_text()).get("cells", [])
+        report["cells"] = [cell for cell in kept if cell["cell"] not in args.cells]
     for name in args.cells:
         report["cells"].append(run_cell(name, args.store_dir))
+        report["cells"].sort(key=lambda cell: list(CELLS).index(cell["cell"]))
         (RESULTS / "probe_cell.json").write_text(json.dumps(report, indent=1))
+        write_markdown(report, RESULTS / "probe_cell.md")
 
 
 if __name__ == "__main__":

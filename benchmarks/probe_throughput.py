@@ -157,16 +157,33 @@ def write_markdown(report: dict, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _key(row: dict) -> tuple:
+    return row["rows"], row["width"], row["sites"], row["fold_scaling"]
+
+
+def _key_of(config: tuple) -> tuple:
+    return config[0], config[1], config[3], config[5]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small configuration (smoke run)")
+    parser.add_argument("--configs", type=int, nargs="+", help="run only these rows of FULL (0-based); the results "
+                        "file keeps the other rows it already holds")
     args = parser.parse_args()
     mesh = probe_mesh()
     report = {"machine": machine.describe(), "quick": args.quick, "linear": []}
     RESULTS.mkdir(exist_ok=True)
     name = "probe_throughput_quick" if args.quick else "probe_throughput"
-    for config in QUICK if args.quick else FULL:
+    configs = QUICK if args.quick else [FULL[k] for k in args.configs] if args.configs else FULL
+    if args.configs and (RESULTS / f"{name}.json").is_file():  # keep the rows of the configs not rerun
+        kept = json.loads((RESULTS / f"{name}.json").read_text()).get("linear", [])
+        report["linear"] = [row for row in kept if "fold_scaling" in row  # rows of this benchmark's format only
+                            and _key(row) not in {_key_of(config) for config in configs}]
+    for config in configs:
         report["linear"].append(run_config(*config, mesh))
+        report["linear"].sort(key=lambda row: [_key_of(c) for c in FULL].index(_key(row))
+                              if _key(row) in [_key_of(c) for c in FULL] else len(FULL))
         (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))  # after each cell: long runs keep results
         write_markdown(report, RESULTS / f"{name}.md")
     print((RESULTS / f"{name}.md").read_text())
