@@ -39,6 +39,8 @@ FORMAT_VERSION = 1
 META_FILE = "meta.json"
 INDEX_FILE = "index.parquet"
 INDEX_COLUMNS = ("row", "id", "label", "split", "group")
+# A store made by hand may lack these; the probes then treat each image as its own group (with a note).
+OPTIONAL_INDEX_COLUMNS = ("group",)
 IDENTITY_COLUMNS = ("id", "label", "group")  # what a resumed store must share with the dataset it is resumed for
 META_KEYS = ("num_samples", "class_names", "sites", "fingerprint", "rows_done")
 FEATURE_DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16),
@@ -178,7 +180,8 @@ class FeatureStore:
             raise FeatureError(f"feature store {path} is incomplete ({meta['rows_done']}/{meta['num_samples']} "
                                     "rows); rerun `jaxprobe extract` with the same config to finish it")
         index = _read_index(path / INDEX_FILE)
-        missing = [column for column in INDEX_COLUMNS if column not in index.columns]
+        missing = [column for column in INDEX_COLUMNS
+                   if column not in index.columns and column not in OPTIONAL_INDEX_COLUMNS]
         if missing or len(index) != meta["num_samples"]:
             raise _damaged(path / INDEX_FILE, f"{len(index)} rows with columns {list(index.columns)}; expected "
                                               f"{meta['num_samples']} rows with {list(INDEX_COLUMNS)}")
