@@ -60,20 +60,24 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.probe = ml_collections.ConfigDict()
     config.probe.kinds = ("ridge", "logistic")  # add "mlp" for the study's MLP protocol (slower)
+    config.probe.sites = ("*",)  # globs over site names: probe only these (jaxprobe probe --sites GLOB)
     config.probe.ridge_lambdas = tuple(10.0 ** k for k in range(4, -3, -1))
     config.probe.logistic_lambdas = tuple(10.0 ** k for k in range(0, -6, -1))
     config.probe.folds = 5
     config.probe.grouped_folds = True  # patient-grouped folds: no patient on both sides of a fold
+    config.probe.fold_scaling = "train"  # standardise with all training rows (one decomposition) or "fold"
     config.probe.seed = 0
-    config.probe.control_task = True
-    config.probe.permutations = 20
+    config.probe.control_task = True  # random labels per image, fitted by the selected probe: its capacity
+    config.probe.permutations = 999  # test-label permutations per site (p-values down to 0.001)
     config.probe.bootstrap = 1000
     config.probe.ci_level = 0.95
+    config.probe.max_iter = 100  # L-BFGS iterations per logistic fit and lambda (a cap; fits stop when certified)
+    config.probe.tol = 1e-4  # logistic objectives certified within this relative gap of the optimum
+    config.probe.memory_gb = 4.0  # features and decompositions held at once; sites are streamed in chunks
+    config.probe.baseline_features = ml_collections.config_dict.placeholder(str)  # a random-weights model's store
     config.probe.mlp_seeds = (0,)
     config.probe.mlp_hidden = 256  # the study does not report its hidden size
     config.probe.mlp_epochs = 20
-    config.probe.max_iter = 100  # L-BFGS iterations per logistic fit (scikit-learn's default)
-    config.probe.tol = 1e-5  # stop when L-BFGS predicts less than this relative decrease of the objective
 
     config.scoring = ml_collections.ConfigDict()
     config.scoring.kind = "logistic"  # which probe kind's curve the scores and report are built from

@@ -132,9 +132,13 @@ def _stage_config(args: argparse.Namespace, stage: str):
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
+    from jaxprobe.probes.run import enable_compilation_cache
     from jaxprobe.run import probe_stage
     from jaxprobe.workdir import PROBES_FILE, directory_lock
 
+    enable_compilation_cache()
+    if args.sites:
+        args.set = [*(args.set or []), f"probe.sites={tuple(args.sites)!r}"]
     config = _stage_config(args, "probe")
     with directory_lock(args.workdir, "probe"):
         rows = probe_stage(Path(args.workdir), config)
@@ -304,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
                                             "manifest.json)")
         _add_overrides(stage)
         stage.set_defaults(func=func)
+        if name == "probe":
+            stage.add_argument("--sites", action="append", metavar="GLOB",
+                               help="probe only the sites matching this glob (repeatable), e.g. 'llm.*'; the other "
+                                    "sites' rows in probes.parquet are kept (probe.sites)")
     _add_model_commands(commands)
     compare = commands.add_parser("compare", help="tables, overlay and profiles of several runs side by side")
     compare.add_argument("workdirs", nargs="+", help="work directories of finished runs")

@@ -160,6 +160,20 @@ def _site_globs(value) -> bool:
     return isinstance(value, tuple | list) and len(value) > 0 and all(_text(glob) for glob in value)
 
 
+def _probe_kinds(value) -> bool:
+    kinds = ("ridge", "logistic", "mlp")
+    return isinstance(value, tuple | list) and 0 < len(value) == len(set(value)) and all(k in kinds for k in value)
+
+
+def _lambdas(value) -> bool:
+    return (isinstance(value, tuple | list) and 0 < len(value) == len(set(value))
+            and all(_is_number(lam) and lam > 0 for lam in value))
+
+
+def _ints(value) -> bool:
+    return isinstance(value, tuple | list) and len(value) > 0 and all(_is_int(item) for item in value)
+
+
 def _question(value) -> bool:
     """The answer options are listed through ``{options}``; any other field would fail at format time."""
     if not _text(value) or "{options}" not in value:
@@ -276,6 +290,26 @@ RULES: tuple[Rule, ...] = (
     Rule("capture.option_orders", "an integer >= 1", _int_at_least(1)),
     Rule("capture.paraphrases", "a tuple of question templates, each with {options} and no other {field}",
          lambda v: isinstance(v, tuple | list) and all(_question(text) for text in v)),
+    Rule("probe.kinds", "a tuple of distinct kinds out of ridge, logistic, mlp", _probe_kinds),
+    Rule("probe.sites", "a non-empty tuple of site globs, e.g. ('llm.*',)", _site_globs),
+    Rule("probe.ridge_lambdas", "a tuple of distinct numbers > 0", _lambdas),
+    Rule("probe.logistic_lambdas", "a tuple of distinct numbers > 0", _lambdas),
+    Rule("probe.folds", "an integer >= 2", _int_at_least(2)),
+    Rule("probe.grouped_folds", "True or False", lambda v: isinstance(v, bool)),
+    Rule("probe.fold_scaling", "train (one decomposition per site) or fold (one per fold)", _one_of("train", "fold")),
+    Rule("probe.seed", "an integer >= 0", _int_at_least(0)),
+    Rule("probe.control_task", "True or False", lambda v: isinstance(v, bool)),
+    Rule("probe.permutations", "an integer >= 0", _int_at_least(0)),
+    Rule("probe.bootstrap", "an integer >= 0", _int_at_least(0)),
+    Rule("probe.ci_level", "a number in (0, 1)", _number_in(0, 1, low_open=True, high_open=True)),
+    Rule("probe.max_iter", "an integer >= 1", _int_at_least(1)),
+    Rule("probe.tol", "a number in (0, 1)", _number_in(0, 1, low_open=True, high_open=True)),
+    Rule("probe.memory_gb", "a number > 0 (GB of features and decompositions held at once)",
+         _number_in(0, float("inf"), low_open=True)),
+    Rule("probe.baseline_features", "None or the feature store of a random-weights model", _optional(_text)),
+    Rule("probe.mlp_seeds", "a non-empty tuple of integers", _ints),
+    Rule("probe.mlp_hidden", "an integer >= 1", _int_at_least(1)),
+    Rule("probe.mlp_epochs", "an integer >= 1", _int_at_least(1)),
     Rule("scoring.kind", "a probe kind, e.g. logistic", _text),
     Rule("scoring.fhs_lambda", "a number >= 0", _number_in(0, float("inf"))),
     Rule("diagnosis.reference_accuracy", "None or an accuracy in (0, 1]", _optional(_number_in(0, 1, low_open=True))),
@@ -291,7 +325,7 @@ RULES: tuple[Rule, ...] = (
 )
 RUN_SECTIONS = ("data", "split", "model", "mesh", "capture", "probe", "scoring", "diagnosis",  # + workdir
                 "finetune")
-OPEN_SECTIONS = ("probe",)  # checked by ProbeSettings, which owns the probe section's keys and ranges
+OPEN_SECTIONS: tuple[str, ...] = ()  # sections whose keys no rule lists (none: ProbeSettings re-checks probe)
 
 
 def _lookup(config: ml_collections.ConfigDict, key: str):

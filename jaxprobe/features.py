@@ -39,6 +39,8 @@ FORMAT_VERSION = 1
 META_FILE = "meta.json"
 INDEX_FILE = "index.parquet"
 INDEX_COLUMNS = ("row", "id", "label", "split", "group")
+# A store made by hand may lack these; the probes then treat each image as its own group (with a note).
+OPTIONAL_INDEX_COLUMNS = ("group",)
 IDENTITY_COLUMNS = ("id", "label", "group")  # what a resumed store must share with the dataset it is resumed for
 META_KEYS = ("num_samples", "class_names", "sites", "fingerprint", "rows_done")
 FEATURE_DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16),
@@ -178,7 +180,8 @@ class FeatureStore:
             raise FeatureError(f"feature store {path} is incomplete ({meta['rows_done']}/{meta['num_samples']} "
                                     "rows); rerun `jaxprobe extract` with the same config to finish it")
         index = _read_index(path / INDEX_FILE)
-        missing = [column for column in INDEX_COLUMNS if column not in index.columns]
+        missing = [column for column in INDEX_COLUMNS
+                   if column not in index.columns and column not in OPTIONAL_INDEX_COLUMNS]
         if missing or len(index) != meta["num_samples"]:
             raise _damaged(path / INDEX_FILE, f"{len(index)} rows with columns {list(index.columns)}; expected "
                                               f"{meta['num_samples']} rows with {list(INDEX_COLUMNS)}")
@@ -212,6 +215,20 @@ class FeatureStore:
         for site in sites or self.sites:
             groups.setdefault(int(self.meta["sites"][site]["dim"]), []).append(site)
         return groups
+
+    def read_rows(self, sites: Sequence[str], rows: np.ndarray, dtype=np.float32) -> np.ndarray:
+        """[S, len(rows), D] of equal-width ``sites`` at ``rows`` (sorted row numbers read best), read from the
+        memmaps site by site, so a caller streaming sites in chunks holds only the rows it asked for."""
+        out = None
+        for k, site in enumerate(sites):
+            values = self.load(site)[rows]
+            if out is None:
+                out = np.empty((len(sites), len(rows), values.shape[-1]), dtype)
+            if values.shape[-1] != out.shape[-1]:
+                raise FeatureError(f"sites of different widths cannot share a stack: {site} has {values.shape[-1]}, "
+                                   f"{sites[0]} has {out.shape[-1]}; read each width group on its own")
+            out[k] = values
+        return out
 
     def stack(self, sites: Sequence[str], dtype=np.float32) -> np.ndarray:
         """[S, N, D] stack of equal-width sites."""

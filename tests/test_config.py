@@ -86,6 +86,10 @@ def test_unsupported_family_stops_before_work(tmp_path):
         ("capture.generate.top_p=0.0", r"capture.generate.top_p=0.0: expected a number in \(0, 1\]"),
         ("capture.paraphrases=('Which?',)", r"capture.paraphrases=\('Which\?',\): expected a tuple of question"),
         ("mesh.model=0", r"mesh.model=0: expected an integer >= 1"),
+        ("probe.fold_scaling=batch", r"probe.fold_scaling='batch': expected train .* or fold"),
+        ("probe.memory_gb=0.0", r"probe.memory_gb=0.0: expected a number > 0"),
+        ("probe.sites=()", r"probe.sites=\(\): expected a non-empty tuple of site globs"),
+        ("probe.folds=1", r"probe.folds=1: expected an integer >= 2"),
     ],
 )
 def test_out_of_range_values_are_refused_up_front(override, message):
@@ -110,7 +114,7 @@ def test_user_config_with_a_typo_or_missing_key_is_refused(tmp_path):
         load_config(_user_config(tmp_path, "config.capture.generate.topp = 0.9"))
     with pytest.raises(ConfigError, match=r"section 'diagnosis' is missing"):
         load_config(_user_config(tmp_path, "del config['diagnosis']"))
-    with pytest.raises(ConfigError, match=r"invalid probe section: .*fold"):
+    with pytest.raises(ConfigError, match=r"unknown keys \['probe.fold'\]; probe has \[.*'probe.folds'"):
         load_config(_user_config(tmp_path, "config.probe.fold = 3"))
 
 

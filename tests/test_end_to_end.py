@@ -230,3 +230,46 @@ def test_answer_variants_for_reliability(tmp_path):
     assert "generated_text" not in index
     prompts = json.loads((tmp_path / "manifest.json").read_text())["stages"]["extract"]["answer_variants"]
     assert "Pick one" in prompts["paraphrase1"]["prompt"] and "Pick one" not in prompts["main"]["prompt"]
+
+
+def test_selection_matches_sklearn_on_tiny_model_features(finished_run):
+    """Per-fold validation accuracy, the selected lambda and test accuracy equal GridSearchCV over a StandardScaler
+    pipeline (per-fold scaling, same patient-grouped folds) on features captured from the tiny model.
+
+    Folds hold ~27 rows, so one near-tied prediction (sklearn's own top-2 probabilities 2e-4 apart, measured)
+    moves a fold's accuracy by 3.7 points: each fold may differ by one prediction, and the selected lambda must be
+    sklearn's best or within that one prediction of it."""
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from jaxprobe.probes.engine import ProbeSettings, ProbeTask, probe_task
+    from jaxprobe.stats.folds import kfold
+    from tests.test_probe_engine import LambdaLogistic
+
+    store = FeatureStore.open(finished_run / "features")
+    index = store.index
+    train, test = np.flatnonzero(index.split == "train"), np.flatnonzero(index.split == "test")
+    labels, groups = index.label.to_numpy(), index.group.astype(str).to_numpy()
+    settings = ProbeSettings(folds=3, fold_scaling="fold", control_task=False, permutations=0, bootstrap=0)
+    folds = kfold(labels[train], 3, 0, groups[train])
+    one_prediction = 1.0 / min(len(held) for _, held in folds) + 1e-9
+    for site in ("vision.layer_01", "llm.layer_01.last_token"):
+        x = np.asarray(store.load(site), np.float32)
+        rows = probe_task(ProbeTask([site], x[None], labels, groups, train, test, len(store.class_names)), settings)
+        for kind, model, key in [("logistic", LambdaLogistic(), "lambdalogistic__lam"),
+                                 ("ridge", RidgeClassifier(), "ridgeclassifier__alpha")]:
+            grid = [float(lam) for lam in settings.lambdas(kind)]
+            pipeline = make_pipeline(StandardScaler(), model)
+            search = GridSearchCV(pipeline, {key: grid}, cv=folds).fit(x[train], labels[train])
+            ours = rows[(rows.kind == kind) & (rows.split == "val")]
+            for f in range(len(folds)):
+                fold = ours[ours.fold == f].sort_values("lam", ascending=False).accuracy.to_numpy()
+                np.testing.assert_allclose(fold, search.cv_results_[f"split{f}_test_score"], atol=one_prediction)
+            chosen = rows[(rows.kind == kind) & rows.selected].iloc[0]
+            position = grid.index(pytest.approx(float(chosen.lam), rel=1e-6))
+            cv_means = search.cv_results_["mean_test_score"]
+            assert cv_means[position] >= cv_means.max() - one_prediction, (site, kind)
+            reference = pipeline.set_params(**{key: grid[position]}).fit(x[train], labels[train])
+            assert abs(chosen.accuracy - reference.score(x[test], labels[test])) <= 0.005 + 1e-9, (site, kind)

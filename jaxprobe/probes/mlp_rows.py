@@ -2,8 +2,8 @@
 
 The protocol has no regularisation grid, so there is nothing to select by cross-validation; each seed gives a
 row, and the site's selected row is the mean over seeds (its interval bootstraps the per-image correctness
-averaged over seeds). Control task and permutation null are not run for this kind (they would multiply the
-most expensive trainer by the number of label sets).
+averaged over seeds, its permutation p-value tests the seed-averaged predictions). The control task is not run
+for this kind (it would double the most expensive trainer).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from jax.sharding import Mesh
 
+from jaxprobe.probes.controls import permutation_p_values
 from jaxprobe.probes.mlp import MlpProtocol, fit_mlp_probes
 from jaxprobe.stats.metrics import classification_metrics
 from jaxprobe.stats.resampling import bootstrap_interval
@@ -41,9 +42,12 @@ def mlp_rows(task, seeds: tuple[int, ...], protocol: MlpProtocol, settings, mesh
                          "seed": np.tile(seeds, sites), "fold": -1, "split": "test", "selected": False,
                          **{name: np.asarray(value) for name, value in metrics.items()}})
     correct = (probs.argmax(-1) == labels).reshape(sites, repeats, -1).mean(1)  # [S, M]
-    low, high = bootstrap_interval(correct, settings.bootstrap, settings.ci_level,
-                                   np.random.default_rng(settings.seed))
+    rng = np.random.default_rng(settings.seed)
+    low, high = bootstrap_interval(correct, settings.bootstrap, settings.ci_level, rng)
+    mean_probs = probs.reshape(sites, repeats, *probs.shape[1:]).mean(1)
+    perm_p = permutation_p_values(mean_probs.argmax(-1), labels, task.groups[task.test], task.num_classes,
+                                  settings.permutations, rng)
     means = rows.groupby("site", sort=False)[list(metrics)].mean().reindex(task.sites).reset_index()
     means = means.assign(kind=MLP_KIND, lam=np.nan, seed=-1, fold=-1, split="test", selected=True, ci_low=low,
-                         ci_high=high, control_accuracy=np.nan, perm_p=np.nan, selectivity=np.nan)
+                         ci_high=high, control_accuracy=np.nan, perm_p=perm_p, selectivity=np.nan)
     return pd.concat([rows, means], ignore_index=True)
