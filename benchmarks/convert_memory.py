@@ -16,11 +16,11 @@ import argparse
 import contextlib
 import json
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks import machine
 
 RESULTS = Path(__file__).parent / "results"
 MIB = 2**20
@@ -82,13 +82,7 @@ def child(checkpoint: Path, cache_root: Path, dtype: str = "float32") -> None:
 
 def run_child(checkpoint: Path, cache_root: Path, dtype: str = "float32") -> dict:
     """One conversion in a fresh process (so its peak RSS is the conversion's alone)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.convert_memory", "--child", str(checkpoint), str(cache_root), dtype],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return machine.run_child("benchmarks.convert_memory", checkpoint, cache_root, dtype)
 
 
 def measure(workdir: Path, text_layers: int) -> dict:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks.extract_throughput import BATCH, TEXT, VISION, _batches
+from benchmarks.machine import run_child
 
 RESULTS = Path(__file__).parent / "results"
 NEW_TOKENS, REPEATS, QUICK_REPEATS = 32, 4, 2
@@ -71,9 +70,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = write_tiny_checkpoint("qwen2_5_vl", Path(tmp) / "ckpt", seed=0, text=TEXT, vision=VISION)
         for kind in ("jaxprobe", "torch"):
-            out = subprocess.run([sys.executable, "-m", "benchmarks.decode_throughput", "--child", kind,
-                                  str(checkpoint), str(repeats)], capture_output=True, text=True, check=True)
-            results[kind] = json.loads(out.stdout.strip().splitlines()[-1])
+            results[kind] = run_child("benchmarks.decode_throughput", kind, checkpoint, repeats)
             print(kind, results[kind], flush=True)
     results["speedup"] = round(results["jaxprobe"]["tokens_per_s"] / results["torch"]["tokens_per_s"], 2)
     results["workload"] = {"text": TEXT, "vision": VISION, "batch": BATCH, "new_tokens": NEW_TOKENS,

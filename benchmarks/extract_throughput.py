@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.machine import peak_rss_mib, run_child
+
 RESULTS = Path(__file__).parent / "results"
-KIB = 1024
 TEXT = {"vocab_size": 16384, "hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12,
         "num_attention_heads": 12, "num_key_value_heads": 4,
         "rope_parameters": {"rope_type": "default", "mrope_section": [16, 8, 8], "rope_theta": 1e6}}
@@ -88,7 +86,7 @@ def run_torch(checkpoint: Path, count: int) -> dict:
 def child(kind: str, checkpoint: Path, count: int) -> None:
     result = run_torch(checkpoint, count) if kind == "torch" else run_jaxprobe(
         checkpoint, count, FOUR_SITES if kind == "jaxprobe_4_sites" else ["*"])
-    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB / 2**20, 1)
+    result["peak_rss_mib"] = peak_rss_mib()
     result["images_per_s"] = round(count * BATCH / result["seconds"], 2)
     print(json.dumps(result))
 
@@ -108,9 +106,7 @@ def main() -> None:
         checkpoint = write_tiny_checkpoint("qwen2_5_vl", Path(tmp) / "ckpt", seed=0, text=TEXT, vision=VISION)
         results = {}
         for kind in ("jaxprobe_all_sites", "jaxprobe_4_sites", "torch"):
-            out = subprocess.run([sys.executable, "-m", "benchmarks.extract_throughput", "--child", kind,
-                                  str(checkpoint), str(count)], capture_output=True, text=True, check=True)
-            results[kind] = json.loads(out.stdout.strip().splitlines()[-1])
+            results[kind] = run_child("benchmarks.extract_throughput", kind, checkpoint, count)
             print(kind, results[kind], flush=True)
     results["speedup_images_per_s"] = round(results["jaxprobe_all_sites"]["images_per_s"]
                                             / results["torch"]["images_per_s"], 2)

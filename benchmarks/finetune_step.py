@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.machine import peak_rss_mib, run_child
+
 RESULTS = Path(__file__).parent / "results"
-KIB = 1024
 TEXT = {"vocab_size": 16384, "hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 6,
         "num_attention_heads": 8, "num_key_value_heads": 2,
         "rope_parameters": {"rope_type": "default", "mrope_section": [16, 8, 8], "rope_theta": 1e6}}
@@ -139,7 +137,7 @@ def run_torch(checkpoint: Path, steps: int) -> dict:
 
 def child(kind: str, checkpoint: Path, steps: int) -> None:
     result = (run_torch if kind == "torch_peft" else run_jaxprobe)(checkpoint, steps)
-    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB / 2**20, 1)
+    result["peak_rss_mib"] = peak_rss_mib()
     result["ms_per_step"] = round(1000 * result["seconds"] / steps, 1)
     print(json.dumps(result))
 
@@ -159,9 +157,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = write_tiny_checkpoint("qwen2_5_vl", Path(tmp) / "ckpt", seed=0, text=TEXT, vision=VISION)
         for kind in ("jaxprobe", "torch_peft"):
-            out = subprocess.run([sys.executable, "-m", "benchmarks.finetune_step", "--child", kind, str(checkpoint),
-                                  str(steps)], capture_output=True, text=True, check=True)
-            results[kind] = json.loads(out.stdout.strip().splitlines()[-1])
+            results[kind] = run_child("benchmarks.finetune_step", kind, checkpoint, steps)
             print(kind, {k: v for k, v in results[kind].items() if k != "losses"}, flush=True)
     results["speedup_step_time"] = round(results["torch_peft"]["ms_per_step"] / results["jaxprobe"]["ms_per_step"], 2)
     results["peak_rss_ratio"] = round(results["jaxprobe"]["peak_rss_mib"] / results["torch_peft"]["peak_rss_mib"], 2)

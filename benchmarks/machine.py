@@ -45,3 +45,22 @@ def describe() -> dict:
     return {"machine": platform.machine(), "processor": platform.processor(), "devices": str(jax.devices()),
             "jax": jax.__version__, "matmul_peak_gflops": round(matmul_peak_gflops(), 1),
             "memory_bandwidth_gbs": round(memory_bandwidth_gbs(), 1)}
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (``ru_maxrss`` is in KiB on Linux)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def run_child(module: str, *args: object) -> dict:
+    """``python -m <module> --child ARGS`` in a fresh process (so its peak RSS and compilation are its own); the
+    child prints its result as the last line of stdout, in JSON."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", module, "--child", *map(str, args)], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
