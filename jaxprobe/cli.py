@@ -132,16 +132,22 @@ def _stage_config(args: argparse.Namespace, stage: str):
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
+    import copy
+
+    from jaxprobe.config import apply_override, validate_config
     from jaxprobe.probes.run import enable_compilation_cache
     from jaxprobe.run import probe_stage
     from jaxprobe.workdir import PROBES_FILE, directory_lock
 
     enable_compilation_cache()
-    if args.sites:
-        args.set = [*(args.set or []), f"probe.sites={tuple(args.sites)!r}"]
-    config = _stage_config(args, "probe")
+    recorded = _stage_config(args, "probe")
+    config = recorded
+    if args.sites:  # a one-off selection: the manifest keeps the work directory's own probe.sites
+        config = copy.deepcopy(recorded)
+        apply_override(config, f"probe.sites={tuple(args.sites)!r}")
+        validate_config(config)
     with directory_lock(args.workdir, "probe"):
-        rows = probe_stage(Path(args.workdir), config)
+        rows = probe_stage(Path(args.workdir), config, recorded)
     chosen = rows[rows.selected].pivot_table(index="site", columns="kind", values="accuracy", sort=False)
     print(chosen.round(3).to_string())
     print(f"\n{len(rows)} probe rows written to {Path(args.workdir) / PROBES_FILE}")

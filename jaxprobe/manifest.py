@@ -23,9 +23,15 @@ STAGE_SECTIONS = {"extract": ("data", "model", "capture"), "probe": ("split", "p
                   "score": ("split", "probe", "scoring", "diagnosis")}
 
 
+# Keys that choose which sites a stage works on or how it streams them, not what any result is: a run over a
+# subset (`jaxprobe probe --sites`) or with another memory budget leaves the stage's outputs valid for all.
+RESULT_NEUTRAL_KEYS = {"probe": ("sites", "memory_gb")}
+
+
 def settings_hash(config, stage: str) -> str:
     """Hash of the config sections a stage depends on: a stage is up to date only if this is unchanged."""
-    sections = {key: config[key].to_dict() for key in STAGE_SECTIONS[stage]}
+    sections = {key: {name: value for name, value in config[key].to_dict().items()
+                      if name not in RESULT_NEUTRAL_KEYS.get(key, ())} for key in STAGE_SECTIONS[stage]}
     return hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -72,11 +72,13 @@ def check_earlier_stages(workdir: Path, config: ml_collections.ConfigDict, stage
                           "data, model or capture settings)")
 
 
-def probe_stage(workdir: Path, config: ml_collections.ConfigDict) -> pd.DataFrame:
-    """Fit probes on the work directory's features and record the stage; returns the probe rows."""
+def probe_stage(workdir: Path, config: ml_collections.ConfigDict,
+                recorded: ml_collections.ConfigDict | None = None) -> pd.DataFrame:
+    """Fit probes on the work directory's features and record the stage (with ``recorded``, the config to keep
+    in the manifest when ``config`` is a one-off selection of sites); returns the probe rows."""
     started = time.perf_counter()
     rows = run_probes(workdir, settings_from_config(config.probe))
-    record_stage(workdir, "probe", config.to_dict(), {"seconds": round(time.perf_counter() - started, 2),
+    record_stage(workdir, "probe", (recorded or config).to_dict(), {"seconds": round(time.perf_counter() - started, 2),
                                                       "rows": len(rows), "settings": settings_hash(config, "probe")})
     return rows
 

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from jaxprobe.cli import main
-from jaxprobe.config import load_config
+from jaxprobe.config import config_from_dict, load_config
 from jaxprobe.errors import ConfigError, FeatureError
 from jaxprobe.features import FeatureStore
+from jaxprobe.manifest import settings_hash
 from jaxprobe.probes import store as store_io
 from jaxprobe.probes.run import probe_store, run_probes
 from jaxprobe.probes.settings import ProbeSettings, settings_from_config
@@ -81,6 +82,12 @@ def test_site_subsets_merge_and_settings_never_mix(workdir, capsys):
     assert main(["probe", str(workdir), "--sites", "decoder.*"]) == 2
     assert "match no site" in capsys.readouterr().err
     assert pd.read_parquet(workdir / "probes.parquet").equals(merged)  # nothing lost by the refusals
+    # --sites is a one-off selection: the work directory keeps probing every site, and its probes stay up to date
+    recorded = json.loads((workdir / "manifest.json").read_text())
+    assert list(recorded["config"]["probe"]["sites"]) == ["*"]
+    subset = config_from_dict(recorded["config"])
+    subset.probe.sites = ("head-*",)
+    assert settings_hash(subset, "probe") == recorded["stages"]["probe"]["settings"]
 
 
 def _cli(overrides):

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from jaxprobe.errors import ConfigError, FeatureError
 from jaxprobe.features import FeatureStore
+from jaxprobe.manifest import RESULT_NEUTRAL_KEYS
 from jaxprobe.parallel import probe_mesh
 from jaxprobe.probes import store as store_io
 from jaxprobe.probes.engine import probe_task
@@ -33,8 +34,7 @@ from jaxprobe.workdir import FEATURES_DIR, PROBES_FILE
 __all__ = ["enable_compilation_cache", "open_store", "probe_store", "run_probes", "settings_from_config"]
 
 METADATA_KEY = b"jaxprobe.probe"
-# Settings that change which sites are probed or how they are streamed, not the rows of a site.
-NOT_IN_RESULTS = ("sites", "memory_gb")
+NOT_IN_RESULTS = RESULT_NEUTRAL_KEYS["probe"]  # which sites are probed and how they stream, not a site's rows
 
 
 CACHE_ENV = "JAXPROBE_COMPILATION_CACHE"  # a directory, or "off"
