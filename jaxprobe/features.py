@@ -77,6 +77,13 @@ def describe_difference(old: Mapping, new: Mapping) -> str:
     return "; ".join(changed[:6]) or f"fingerprint {old.get('fingerprint')} vs {new.get('fingerprint')}"
 
 
+def split_fingerprint(index: pd.DataFrame) -> str:
+    """Hash of which sample is in which split (independent of row order): results made on one split, such as the
+    vision-tower baseline, are refused as a reference for another."""
+    pairs = sorted(zip(index["id"].astype(str), index["split"].astype(str), strict=True))
+    return hashlib.sha256("\n".join(f"{i}\t{s}" for i, s in pairs).encode()).hexdigest()[:16]
+
+
 def assign_split(path: str | Path, split_by_id: Mapping[str, str]) -> bool:
     """Rewrite a store's ``split`` column from {sample id: split} (features do not depend on the split); True if
     it changed. meta.json records a hash of the assignment, so stages that read the split (probes) see the store

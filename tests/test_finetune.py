@@ -14,6 +14,7 @@ from jaxprobe.capture.generate import eos_token_ids
 from jaxprobe.config import load_config
 from jaxprobe.errors import ConfigError
 from jaxprobe.families.loading import load_model
+from jaxprobe.features import FeatureStore, split_fingerprint
 from jaxprobe.finetune import loop, sft
 from jaxprobe.finetune.settings import FinetuneSettings
 from jaxprobe.finetune.stage import data_context
@@ -211,3 +212,19 @@ def test_the_vision_baseline_is_the_visual_verdicts_reference(before_after):
         assert scores["reference"] == {"accuracy": baseline["accuracy"],
                                        "source": str(before_after / run / "vision_baseline.json")}
         assert f"the reference {baseline['accuracy']:.3f} less the margin" in json.dumps(scores["diagnosis"])
+        store = FeatureStore.open(before_after / run / "features")
+        assert baseline["split_fingerprint"] == split_fingerprint(store.index)  # made on this run's split
+
+
+def test_a_vision_baseline_from_another_split_is_refused(tmp_path):
+    import json
+
+    from jaxprobe.errors import FeatureError
+    from jaxprobe.scoring.reference import reference_accuracy
+
+    path = tmp_path / "vision_baseline.json"
+    path.write_text(json.dumps({"accuracy": 0.8, "split_fingerprint": "a1"}))
+    assert reference_accuracy(tmp_path, None, "a1") == (0.8, str(path))
+    with pytest.raises(FeatureError, match="another train/val/test split"):
+        reference_accuracy(tmp_path, None, "b2")
+    assert reference_accuracy(tmp_path, 0.9, "b2") == (0.9, "config")  # a configured reference needs no file

@@ -16,7 +16,6 @@ A part whose results exist for the same settings (fingerprint) is skipped withou
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -34,6 +33,7 @@ from jaxprobe.capture.images import check_resolution, data_sources, image_loader
 from jaxprobe.errors import ConfigError
 from jaxprobe.families.loading import load_model
 from jaxprobe.families.registry import family_of
+from jaxprobe.features import split_fingerprint
 from jaxprobe.finetune.adapter import base_fingerprint, write_adapter
 from jaxprobe.finetune.lora import adapted_kernels, joined
 from jaxprobe.finetune.peft import export_peft
@@ -67,11 +67,6 @@ class Context:
         return Path(self.config.workdir) / FINETUNE_DIR
 
 
-def _split_hash(rows: Rows) -> str:
-    text = "\n".join(f"{i}\t{s}" for i, s in zip(rows.index["id"], rows.index["split"], strict=True))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def data_context(config: ml_collections.ConfigDict) -> Context:
     """Dataset, split, checkpoint and rows (the model is not loaded)."""
     workdir = Path(config.workdir)
@@ -85,7 +80,7 @@ def data_context(config: ml_collections.ConfigDict) -> Context:
     rows = Rows(index, sizes, image_loader(data_sources(builder), index, sizes), prepared.summary.class_names)
     settings = feature_settings(config, checkpoint)
     common = {"base": base_fingerprint(checkpoint), "dtype": config.model.dtype, "data": settings["data"],
-              "split": _split_hash(rows), "question": config.capture.question,
+              "split": split_fingerprint(rows.index), "question": config.capture.question,
               "resolution": config.capture.resolution, "bucket_step": config.capture.bucket_step}
     return Context(config, rows, checkpoint, family, processor, common)
 
@@ -150,6 +145,7 @@ def vision_part(context: Context, settings: FinetuneSettings, loaded: Any, finge
     log(f"vision baseline ({settings.vision.method}): test accuracy {run.accuracy['test']:.3f}")
     return {"kind": "vision_tower_baseline", "accuracy": run.accuracy["test"], "split": "test",
             "test_rows": len(context.rows.of("test")), "accuracies": run.accuracy, "loss": run.loss,
+            "split_fingerprint": context.common["split"],
             "method": settings.vision.method, "site": f"vision.{layer_name(depth - 1, depth)}",
             "source": SOURCE, "checkpoint": str(config.model.checkpoint), "fingerprint": fingerprint,
             **_record(run.progress)}

@@ -14,18 +14,24 @@ from jaxprobe.errors import FeatureError
 from jaxprobe.workdir import VISION_BASELINE_FILE
 
 
-def reference_accuracy(workdir: str | Path, configured: float | None) -> tuple[float | None, str | None]:
-    """(accuracy, where it came from: "config", the baseline file's path, or None)."""
+def reference_accuracy(workdir: str | Path, configured: float | None,
+                       split: str) -> tuple[float | None, str | None]:
+    """(accuracy, where it came from: "config", the baseline file's path, or None). ``split`` is the run's
+    ``split_fingerprint``: a baseline trained and tested on another split is refused, not compared."""
     if configured is not None:
         return float(configured), "config"
     path = Path(workdir) / VISION_BASELINE_FILE
     if not path.is_file():
         return None, None
     try:
-        accuracy = json.loads(path.read_text())["accuracy"]
+        record = json.loads(path.read_text())
+        accuracy, made_on = record["accuracy"], record["split_fingerprint"]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise FeatureError(f"{path} is damaged ({error!r}); rerun `jaxprobe finetune` or delete the file") from None
     if not isinstance(accuracy, int | float) or not 0 < accuracy <= 1:
         raise FeatureError(f"{path} gives accuracy {accuracy!r}, expected a number in (0, 1]; rerun `jaxprobe "
                            "finetune` or delete the file")
+    if made_on != split:
+        raise FeatureError(f"{path} was made on another train/val/test split than this run's features (split "
+                           f"{made_on} vs {split}); rerun `jaxprobe finetune` with this config, or delete the file")
     return float(accuracy), str(path)

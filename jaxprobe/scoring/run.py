@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from jaxprobe.errors import FeatureError
-from jaxprobe.features import FeatureStore
+from jaxprobe.features import FeatureStore, split_fingerprint
 from jaxprobe.scoring.diagnosis import Thresholds
 from jaxprobe.scoring.profile import ScoreSettings, score_run
 from jaxprobe.scoring.reference import reference_accuracy
@@ -73,7 +73,8 @@ def score_workdir(workdir: str | Path, config: ml_collections.ConfigDict) -> dic
     if not (workdir / PROBES_FILE).is_file():
         raise FeatureError(f"{workdir / PROBES_FILE} is missing: run `jaxprobe probe {workdir}` first")
     store = FeatureStore.open(workdir / FEATURES_DIR)
-    reference, source = reference_accuracy(workdir, config.diagnosis.reference_accuracy)
+    reference, source = reference_accuracy(workdir, config.diagnosis.reference_accuracy,
+                                           split_fingerprint(store.index))
     settings = settings_from_config(config)
     settings = dataclasses.replace(settings, thresholds=dataclasses.replace(settings.thresholds,
                                                                             reference_accuracy=reference))
