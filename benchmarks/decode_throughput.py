@@ -10,14 +10,12 @@ Usage: ``python -m benchmarks.decode_throughput [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
 from benchmarks.extract_throughput import BATCH, TEXT, VISION, _batches
-from benchmarks.machine import run_child
+from benchmarks.machine import benchmark_args, run_kinds_on_tiny_checkpoint
 
 RESULTS = Path(__file__).parent / "results"
 NEW_TOKENS, REPEATS, QUICK_REPEATS = 32, 4, 2
@@ -54,24 +52,14 @@ def run_torch(checkpoint: Path, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = benchmark_args(__doc__)
     if args.child:
         kind, checkpoint, repeats = args.child
         seconds = (run_torch if kind == "torch" else run_jaxprobe)(Path(checkpoint), int(repeats))
         print(json.dumps({"seconds": seconds, "tokens_per_s": round(int(repeats) * BATCH * NEW_TOKENS / seconds, 1)}))
         return
-    from jaxprobe.families.qwen_vl.tiny import write_tiny_checkpoint
-
     repeats = QUICK_REPEATS if args.quick else REPEATS
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = write_tiny_checkpoint("qwen2_5_vl", Path(tmp) / "ckpt", seed=0, text=TEXT, vision=VISION)
-        for kind in ("jaxprobe", "torch"):
-            results[kind] = run_child("benchmarks.decode_throughput", kind, checkpoint, repeats)
-            print(kind, results[kind], flush=True)
+    results = run_kinds_on_tiny_checkpoint("benchmarks.decode_throughput", ("jaxprobe", "torch"), repeats, TEXT, VISION)
     results["speedup"] = round(results["jaxprobe"]["tokens_per_s"] / results["torch"]["tokens_per_s"], 2)
     results["workload"] = {"text": TEXT, "vision": VISION, "batch": BATCH, "new_tokens": NEW_TOKENS,
                            "timed_batches": repeats}

@@ -10,13 +10,11 @@ Usage: ``python -m benchmarks.extract_throughput [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.machine import peak_rss_mib, run_child
+from benchmarks.machine import benchmark_args, peak_rss_mib, run_kinds_on_tiny_checkpoint
 
 RESULTS = Path(__file__).parent / "results"
 TEXT = {"vocab_size": 16384, "hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12,
@@ -92,22 +90,13 @@ def child(kind: str, checkpoint: Path, count: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = benchmark_args(__doc__)
     if args.child:
         child(args.child[0], Path(args.child[1]), int(args.child[2]))
         return
-    from jaxprobe.families.qwen_vl.tiny import write_tiny_checkpoint
-
     count = QUICK_BATCHES if args.quick else BATCHES
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = write_tiny_checkpoint("qwen2_5_vl", Path(tmp) / "ckpt", seed=0, text=TEXT, vision=VISION)
-        results = {}
-        for kind in ("jaxprobe_all_sites", "jaxprobe_4_sites", "torch"):
-            results[kind] = run_child("benchmarks.extract_throughput", kind, checkpoint, count)
-            print(kind, results[kind], flush=True)
+    results = run_kinds_on_tiny_checkpoint("benchmarks.extract_throughput",
+                                           ("jaxprobe_all_sites", "jaxprobe_4_sites", "torch"), count, TEXT, VISION)
     results["speedup_images_per_s"] = round(results["jaxprobe_all_sites"]["images_per_s"]
                                             / results["torch"]["images_per_s"], 2)
     results["workload"] = {"text": TEXT, "vision": VISION, "image_size": IMAGE_SIZE, "batch": BATCH,

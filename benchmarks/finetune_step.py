@@ -14,13 +14,11 @@ Results: results/finetune_step.json/.md. Usage: ``python -m benchmarks.finetune_
 
 from __future__ import annotations
 
-import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.machine import peak_rss_mib, run_child
+from benchmarks.machine import benchmark_args, peak_rss_mib, run_kinds_on_tiny_checkpoint
 
 RESULTS = Path(__file__).parent / "results"
 TEXT = {"vocab_size": 16384, "hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 6,
@@ -143,22 +141,12 @@ def child(kind: str, checkpoint: Path, steps: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = benchmark_args(__doc__)
     if args.child:
         child(args.child[0], Path(args.child[1]), int(args.child[2]))
         return
-    from jaxprobe.families.qwen_vl.tiny import write_tiny_checkpoint
-
     steps = QUICK_STEPS if args.quick else STEPS
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = write_tiny_checkpoint("qwen2_5_vl", Path(tmp) / "ckpt", seed=0, text=TEXT, vision=VISION)
-        for kind in ("jaxprobe", "torch_peft"):
-            results[kind] = run_child("benchmarks.finetune_step", kind, checkpoint, steps)
-            print(kind, {k: v for k, v in results[kind].items() if k != "losses"}, flush=True)
+    results = run_kinds_on_tiny_checkpoint("benchmarks.finetune_step", ("jaxprobe", "torch_peft"), steps, TEXT, VISION)
     results["speedup_step_time"] = round(results["torch_peft"]["ms_per_step"] / results["jaxprobe"]["ms_per_step"], 2)
     results["peak_rss_ratio"] = round(results["jaxprobe"]["peak_rss_mib"] / results["torch_peft"]["peak_rss_mib"], 2)
     results["workload"] = {"text": TEXT, "vision": VISION, "image_size": IMAGE_SIZE, "batch": BATCH,

@@ -64,3 +64,30 @@ def run_child(module: str, *args: object) -> dict:
     out = subprocess.run([sys.executable, "-m", module, "--child", *map(str, args)], capture_output=True, text=True,
                          check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def benchmark_args(doc: str):
+    """``--quick`` for a smoke run, and the hidden ``--child KIND CHECKPOINT COUNT`` of one measured process."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def run_kinds_on_tiny_checkpoint(module: str, kinds: tuple[str, ...], count: int, text: dict, vision: dict) -> dict:
+    """Each ``kind`` of ``module``'s workload in its own fresh process, all on one random Qwen2.5-VL-shaped
+    checkpoint of the given sizes (written to a temporary directory); returns {kind: the child's result}."""
+    import tempfile
+    from pathlib import Path
+
+    from jaxprobe.families.qwen_vl.tiny import write_tiny_checkpoint
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = write_tiny_checkpoint("qwen2_5_vl", Path(tmp) / "ckpt", seed=0, text=text, vision=vision)
+        for kind in kinds:
+            results[kind] = run_child(module, kind, checkpoint, count)
+            print(kind, {key: value for key, value in results[kind].items() if key != "losses"}, flush=True)
+    return results
